@@ -1,0 +1,1 @@
+"""opik_otel: make OpenTelemetry-instrumented applications first-class citizens of Opik."""

@@ -1,0 +1,8 @@
+"""OTel span attribute keys that Opik's backend reads as its own ids (contract §3).
+
+The same keys name the W3C baggage entries that carry Opik linkage between processes.
+"""
+
+OPIK_TRACE_ID = "opik.trace_id"
+OPIK_SPAN_ID = "opik.span_id"
+OPIK_PARENT_SPAN_ID = "opik.parent_span_id"

@@ -1,0 +1,74 @@
+"""Opik ids: UUID version 7 strings, written in canonical lower-case hyphenated form.
+
+Opik's backend parses ids with Java's ``UUID.fromString``, which accepts only the
+hyphenated 8-4-4-4-12 spelling, so every id this package writes goes through
+:func:`canonical_uuid_v7` first.
+"""
+
+import random
+import re
+import time
+import uuid
+from typing import Any, Optional
+
+# The spelling every id written by this package has; checked first because it is
+# by far the most common input and a regex match is much cheaper than ``uuid.UUID``.
+_CANONICAL_V7 = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+).fullmatch
+
+_VERSION_7 = 0x7 << 76
+_RFC_4122_VARIANT = 0x2 << 62
+
+
+def uuid_v7_int(timestamp_ms: int, random_bits: int) -> int:
+    """Assemble a UUIDv7 integer from a millisecond timestamp and 74 random bits."""
+    return (
+        (timestamp_ms & 0xFFFF_FFFF_FFFF) << 80
+        | _VERSION_7
+        | ((random_bits >> 62) & 0xFFF) << 64
+        | _RFC_4122_VARIANT
+        | (random_bits & 0x3FFF_FFFF_FFFF_FFFF)
+    )
+
+
+def format_uuid(value: int) -> str:
+    """Render a 128-bit integer in canonical lower-case hyphenated UUID form."""
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def generate_id(timestamp_ms: Optional[int] = None) -> str:
+    """Return a fresh Opik id: a canonical lower-case UUIDv7 string.
+
+    Args:
+        timestamp_ms: Unix time in milliseconds to embed; defaults to now.
+    """
+    if timestamp_ms is None:
+        timestamp_ms = time.time_ns() // 1_000_000
+    return format_uuid(uuid_v7_int(timestamp_ms, random.getrandbits(74)))
+
+
+def canonical_uuid_v7(value: Any) -> Optional[str]:
+    """Return ``value`` as a canonical UUIDv7 string, or ``None`` if it is not one.
+
+    Accepts whatever Python's ``uuid.UUID`` accepts (upper case, no hyphens, ``{...}``,
+    ``urn:uuid:``) as long as the version is 7 and the variant is RFC 4122; anything
+    that is not a ``str`` is rejected, and so are surrounding spaces.
+    """
+    if not isinstance(value, str):
+        return None
+    if _CANONICAL_V7(value):
+        return value
+    if value != value.strip():
+        return None
+    try:
+        parsed = uuid.UUID(value)
+    except (ValueError, TypeError):
+        return None
+    return str(parsed) if parsed.version == 7 else None
+
+
+def is_valid_uuid_v7(value: Any) -> bool:
+    """Tell whether ``value`` is a string Opik accepts as a UUIDv7 id."""
+    return canonical_uuid_v7(value) is not None
