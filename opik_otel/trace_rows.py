@@ -1,0 +1,291 @@
+"""Build Opik REST ``TraceWrite`` rows (contract §5) from finished OTel root spans.
+
+Opik's backend never creates the trace row for a trace id that arrived in
+``opik.trace_id`` (contract §3), so whoever minted that id must write the row through
+``POST {base}/v1/private/traces/batch``. The row copies what the backend would have
+taken from the root span (contract §2, §4): name, times, input, output, tags, metadata,
+thread id and error info.
+
+Everything here is pure: no I/O, no state. Attribute values come from arbitrary
+instrumentation, so odd values (bad JSON, NaN, bytes, nested sequences) are converted
+or kept raw, never raised on.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import StatusCode
+
+from opik_otel.attributes import OPIK_TRACE_ID
+from opik_otel.ids import canonical_uuid_v7
+
+OPIK_TAGS = "opik.tags"
+OPIK_METADATA = "opik.metadata"
+OPIK_METADATA_PREFIX = "opik.metadata."
+
+# First match wins, as in Opik's backend (contract §4).
+THREAD_ID_ATTRIBUTES = ("thread_id", "gen_ai.conversation.id", "session.id")
+
+INPUT_PREFIXES = ("input", "gen_ai.prompt", "gen_ai.input.", "gen_ai.request.")
+OUTPUT_PREFIXES = ("output", "gen_ai.completion", "gen_ai.output.", "gen_ai.response")
+
+EXCEPTION_EVENT = "exception"
+DEFAULT_EXCEPTION_TYPE = "Exception"
+STATUS_ERROR_TYPE = "Error"
+
+# Past this depth a value is stringified: deeper structures are almost certainly
+# accidental and would risk RecursionError while converting them.
+_MAX_DEPTH = 32
+
+
+class _TooDeep(Exception):
+    """A value nests deeper than ``_MAX_DEPTH``."""
+
+
+def trace_rows_request_body(rows: Iterable[Mapping[str, Any]]) -> Dict[str, Any]:
+    """Wrap trace rows in the body ``POST /v1/private/traces/batch`` expects."""
+    return {"traces": [dict(row) for row in rows]}
+
+
+def trace_row_from_span(
+    span: ReadableSpan,
+    *,
+    project_name: Optional[str],
+    tags: Sequence[str] = (),
+    metadata: Optional[Mapping[str, Any]] = None,
+    thread_id: Optional[str] = None,
+) -> Dict[str, Any]:
+    """Build the ``TraceWrite`` JSON object for the trace whose root is ``span``.
+
+    Args:
+        span: A finished root span carrying its Opik trace id in ``opik.trace_id``.
+        project_name: Opik project; ``None`` leaves it to the backend's default.
+        tags: Tags from the exporter's configuration, listed before the span's own.
+        metadata: Metadata from the exporter's configuration; the span's values win.
+        thread_id: Thread (conversation) id; overrides the span's thread attributes.
+
+    Returns:
+        A JSON-serialisable dict; keys whose value would be ``None`` are omitted.
+
+    Raises:
+        ValueError: the span has no valid ``opik.trace_id`` or no start time, so no
+            row can be written for it.
+    """
+    attributes: Mapping[str, Any] = span.attributes or {}
+    trace_id = canonical_uuid_v7(attributes.get(OPIK_TRACE_ID))
+    if trace_id is None:
+        raise ValueError(f"span {span.name!r} has no valid UUIDv7 {OPIK_TRACE_ID} attribute; no trace row can be built")
+    if span.start_time is None:
+        raise ValueError(f"span {span.name!r} has no start time; no trace row can be built")
+
+    row: Dict[str, Any] = {
+        "id": trace_id,
+        "project_name": project_name,
+        "name": span.name,
+        "start_time": format_timestamp(span.start_time),
+        "end_time": format_timestamp(span.end_time) if span.end_time is not None else None,
+        "input": _select_io(attributes, INPUT_PREFIXES),
+        "output": _select_io(attributes, OUTPUT_PREFIXES),
+        "metadata": merge_metadata(metadata, attributes),
+        "tags": merge_tags(tags, attributes.get(OPIK_TAGS)),
+        "thread_id": _clean_thread_id(thread_id) or thread_id_from_attributes(attributes),
+        "error_info": error_info_from_span(span),
+    }
+    return {key: value for key, value in row.items() if value is not None}
+
+
+def format_timestamp(nanoseconds: int) -> str:
+    """Render Unix nanoseconds as ISO-8601 UTC with microseconds and ``Z``.
+
+    Integer arithmetic keeps the microseconds exact; a float detour would round.
+    """
+    seconds, remainder = divmod(int(nanoseconds), 1_000_000_000)
+    moment = _dt.datetime(1970, 1, 1) + _dt.timedelta(seconds=seconds, microseconds=remainder // 1000)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def merge_tags(configured: Iterable[Any], span_tags: Any) -> Optional[List[str]]:
+    """Union of configured tags and the span's ``opik.tags``, de-duplicated, order kept.
+
+    Returns ``None`` when there are no tags so the key can be omitted.
+    """
+    merged: List[str] = []
+    # A lone string is one tag specification, not a sequence of characters.
+    configured_list = configured if isinstance(configured, (str, bytes)) else list(configured or ())
+    for tag in [*_tag_list(configured_list), *_tag_list(span_tags)]:
+        if tag not in merged:
+            merged.append(tag)
+    return merged or None
+
+
+def _tag_list(value: Any) -> List[str]:
+    """Read ``opik.tags`` in any of its three forms (contract §4) as clean strings."""
+    if value is None:
+        return []
+    if isinstance(value, (bytes, bytearray)):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            parsed = _loads_or_none(text)
+            if isinstance(parsed, list):
+                value = parsed
+            else:
+                # Not valid JSON after all: a comma-separated string that happens to
+                # start with a bracket.
+                value = text.split(",")
+        else:
+            value = text.split(",")
+    if isinstance(value, (set, frozenset)):
+        value = sorted(value, key=repr)
+    if not isinstance(value, (list, tuple)):
+        value = [value]
+    tags = []
+    for item in value:
+        if item is None:
+            continue
+        tag = item if isinstance(item, str) else json.dumps(_json_safe_or_str(item))
+        tag = tag.strip()
+        if tag:
+            tags.append(tag)
+    return tags
+
+
+def merge_metadata(configured: Optional[Mapping[str, Any]], attributes: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+    """Configured metadata, then ``opik.metadata`` (JSON object), then ``opik.metadata.<key>``.
+
+    Later sources win. ``opik.metadata.<key>`` attributes keep their full key, as Opik's
+    backend stores them. An ``opik.metadata`` value that is not a JSON object is kept
+    raw under its own key rather than lost.
+    """
+    merged: Dict[str, Any] = {}
+    for key, value in (configured or {}).items():
+        merged[str(key)] = _json_safe_or_str(value)
+    blob = attributes.get(OPIK_METADATA)
+    if blob is not None:
+        parsed = _loads_or_none(blob) if isinstance(blob, str) else None
+        if isinstance(parsed, dict):
+            merged.update(_json_safe_or_str(parsed))
+        else:
+            merged[OPIK_METADATA] = _json_safe_or_str(blob)
+    for key, value in attributes.items():
+        if isinstance(key, str) and key.startswith(OPIK_METADATA_PREFIX):
+            merged[key] = _json_safe_or_str(value)
+    return merged or None
+
+
+def thread_id_from_attributes(attributes: Mapping[str, Any]) -> Optional[str]:
+    """The first usable thread attribute (contract §4); integers become strings."""
+    for key in THREAD_ID_ATTRIBUTES:
+        found = _clean_thread_id(attributes.get(key))
+        if found is not None:
+            return found
+    return None
+
+
+def _clean_thread_id(value: Any) -> Optional[str]:
+    # bool is an int subclass, but True is no conversation id.
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def error_info_from_span(span: ReadableSpan) -> Optional[Dict[str, str]]:
+    """Opik ``ErrorInfo`` from the last ``exception`` event, else from an ERROR status.
+
+    Opik requires ``exception_type`` and ``traceback``; they get stand-in values
+    when the span does not carry them.
+    """
+    for event in reversed(tuple(span.events or ())):
+        if event.name != EXCEPTION_EVENT:
+            continue
+        event_attributes: Mapping[str, Any] = event.attributes or {}
+        info = {
+            "exception_type": _text(event_attributes.get("exception.type")) or DEFAULT_EXCEPTION_TYPE,
+            "message": _text(event_attributes.get("exception.message")),
+            "traceback": _text(event_attributes.get("exception.stacktrace")) or "",
+        }
+        return {key: value for key, value in info.items() if value is not None}
+    status = span.status
+    if status is not None and status.status_code is StatusCode.ERROR:
+        info = {"exception_type": STATUS_ERROR_TYPE, "message": status.description or None, "traceback": ""}
+        return {key: value for key, value in info.items() if value is not None}
+    return None
+
+
+def _text(value: Any) -> Optional[str]:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return json.dumps(_json_safe_or_str(value))
+
+
+def _select_io(attributes: Mapping[str, Any], prefixes: Sequence[str]) -> Optional[Dict[str, Any]]:
+    """Attributes whose key starts with one of ``prefixes``, keyed by full name.
+
+    String values holding a JSON object or array are parsed, so structured payloads
+    (OpenInference's ``input.value``) display as objects in Opik.
+    """
+    selected: Dict[str, Any] = {}
+    for key, value in attributes.items():
+        if isinstance(key, str) and key.startswith(tuple(prefixes)):
+            selected[key] = _parse_structured(value)
+    return selected or None
+
+
+def _parse_structured(value: Any) -> Any:
+    if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
+        parsed = _loads_or_none(value)
+        if parsed is not None:
+            return parsed
+    return _json_safe_or_str(value)
+
+
+def _loads_or_none(text: str) -> Any:
+    """Parse JSON into JSON-safe data, or ``None`` when it is not usable JSON."""
+    try:
+        return _json_safe(json.loads(text), 0)
+    # Untrusted text: malformed, too deep (RecursionError) or anything else means
+    # "use the raw value instead".
+    except Exception:
+        return None
+
+
+def _json_safe_or_str(value: Any) -> Any:
+    try:
+        return _json_safe(value, 0)
+    except _TooDeep:
+        return "<value nested too deeply>"
+
+
+def _json_safe(value: Any, depth: int) -> Any:
+    """Convert ``value`` into data ``json.dumps`` accepts and Opik's backend can parse.
+
+    Tuples and sets become lists, bytes are decoded, non-finite floats (which would
+    produce invalid JSON) become strings, and unknown objects use ``str``.
+    """
+    if depth > _MAX_DEPTH:
+        raise _TooDeep()
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, Mapping):
+        return {str(key): _json_safe(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+        return [_json_safe(item, depth + 1) for item in items]
+    try:
+        return str(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
