@@ -1,1 +1,40 @@
-"""opik_otel: make OpenTelemetry-instrumented applications first-class citizens of Opik."""
+"""opik_otel: make OpenTelemetry-instrumented applications first-class citizens of Opik.
+
+Server side, join the Opik trace a request names::
+
+    from opik_otel import OpikSpanProcessor, attach_to_parent
+    provider.add_span_processor(OpikSpanProcessor())
+    with tracer.start_as_current_span("handle") as span:
+        attach_to_parent(span, request.headers)
+
+Client side, pass the current trace on::
+
+    headers.update(opik_otel.get_distributed_trace_headers() or {})
+"""
+
+from .attributes import OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
+from .distributed_trace import (
+    attach_to_parent,
+    context_with_opik_baggage,
+    extract_opik_distributed_trace_attributes,
+    get_distributed_trace_headers,
+    get_opik_trace_id,
+)
+from .ids import generate_id, is_valid_uuid_v7
+from .processor import OpikSpanProcessor
+from .types import OpikDistributedTraceAttributes
+
+__all__ = [
+    "OPIK_PARENT_SPAN_ID",
+    "OPIK_SPAN_ID",
+    "OPIK_TRACE_ID",
+    "OpikDistributedTraceAttributes",
+    "OpikSpanProcessor",
+    "attach_to_parent",
+    "context_with_opik_baggage",
+    "extract_opik_distributed_trace_attributes",
+    "generate_id",
+    "get_distributed_trace_headers",
+    "get_opik_trace_id",
+    "is_valid_uuid_v7",
+]

@@ -1,0 +1,166 @@
+"""Reading the Opik linkage an OTel span, a context's baggage or the Opik SDK carries.
+
+These functions run inside ``SpanProcessor.on_start`` for every span, so they avoid
+work on the common path (a span with no Opik linkage anywhere) and never raise.
+"""
+
+import sys
+from typing import Any, Mapping, NamedTuple, Optional
+
+from opentelemetry.context import Context, get_current
+
+from opentelemetry.attributes import BoundedAttributes
+
+# The keys behind get_current_span() and baggage.get_all(), private but stable since
+# API 1.0: on_start runs for every span, and reading the context dict directly saves
+# two context lookups and a mapping proxy per span (tests pin them to the public API).
+from opentelemetry.baggage import _BAGGAGE_KEY
+from opentelemetry.trace.propagation import _SPAN_KEY
+
+from ._logging import get_logger
+from .attributes import OPIK_SPAN_ID, OPIK_TRACE_ID
+from .ids import canonical_uuid_v7
+
+LOGGER = get_logger(__name__)
+
+_EMPTY: Mapping[str, Any] = {}
+
+
+class Linkage(NamedTuple):
+    """Where a new span belongs in Opik: its trace, and the Opik id of its parent span."""
+
+    trace_id: str
+    parent_span_id: Optional[str]
+
+
+def span_attributes(span: Any) -> Mapping[str, Any]:
+    """Return a span's attributes without copying, or an empty mapping.
+
+    The SDK span keeps them in a ``BoundedAttributes`` whose ``get`` goes through
+    ``Mapping.get`` and so raises and catches ``KeyError`` on every miss; reading its
+    plain dict directly keeps the common miss on the hot path cheap.
+    """
+    store = getattr(span, "_attributes", None)
+    if type(store) is BoundedAttributes:
+        return store._dict
+    attributes = getattr(span, "attributes", None)
+    return attributes if isinstance(attributes, Mapping) else _EMPTY
+
+
+def span_linkage(span: Any) -> Optional[Linkage]:
+    """Return the (trace id, span id) pair a span carries, when both are valid.
+
+    The pair is returned as a :class:`Linkage` whose ``parent_span_id`` is the span's
+    own Opik id, i.e. what a child of this span takes as its parent.
+    """
+    attributes = span_attributes(span)
+    trace_id = canonical_uuid_v7(attributes.get(OPIK_TRACE_ID))
+    span_id = canonical_uuid_v7(attributes.get(OPIK_SPAN_ID))
+    if trace_id is None or span_id is None:
+        return None
+    return Linkage(trace_id, span_id)
+
+
+def has_opik_signal(entries: Mapping[str, Any]) -> bool:
+    """Tell whether span attributes or baggage entries mention Opik linkage at all."""
+    return OPIK_TRACE_ID in entries or OPIK_SPAN_ID in entries
+
+
+def parent_span_linkage(attributes: Mapping[str, Any]) -> Optional[Linkage]:
+    """Linkage a child inherits from its parent span's attributes.
+
+    The parent must carry both a valid ``opik.trace_id`` and ``opik.span_id``; a partial
+    or invalid pair gives ``None`` and a warning.
+    """
+    raw_trace_id = attributes.get(OPIK_TRACE_ID)
+    raw_span_id = attributes.get(OPIK_SPAN_ID)
+    trace_id = canonical_uuid_v7(raw_trace_id)
+    span_id = canonical_uuid_v7(raw_span_id)
+    if trace_id is not None and span_id is not None:
+        return Linkage(trace_id, span_id)
+    bad_key, bad_value = (
+        (OPIK_TRACE_ID, raw_trace_id) if trace_id is None else (OPIK_SPAN_ID, raw_span_id)
+    )
+    LOGGER.warning(
+        "Parent span attribute '%s' is missing or not a UUIDv7 (%.60r); "
+        "leaving the new span outside any Opik trace.",
+        bad_key,
+        bad_value,
+    )
+    return None
+
+
+def baggage_linkage(entries: Mapping[str, Any]) -> Optional[Linkage]:
+    """Linkage from the W3C baggage entries ``opik.trace_id`` / ``opik.span_id``.
+
+    A trace id without a span id places the span at the top of that trace, as the
+    header rules do; a span id without a trace id, or an invalid id, gives ``None``
+    and a warning.
+    """
+    raw_trace_id = entries.get(OPIK_TRACE_ID)
+    raw_span_id = entries.get(OPIK_SPAN_ID)
+    trace_id = canonical_uuid_v7(raw_trace_id)
+    if trace_id is None:
+        LOGGER.warning(
+            "Baggage entry '%s' is missing or not a UUIDv7 (%.60r); "
+            "leaving the span outside any Opik trace.",
+            OPIK_TRACE_ID,
+            raw_trace_id,
+        )
+        return None
+    if raw_span_id is None:
+        return Linkage(trace_id, None)
+    span_id = canonical_uuid_v7(raw_span_id)
+    if span_id is None:
+        LOGGER.warning(
+            "Baggage entry '%s' is not a UUIDv7 (%.60r); "
+            "leaving the span outside any Opik trace.",
+            OPIK_SPAN_ID,
+            raw_span_id,
+        )
+        return None
+    return Linkage(trace_id, span_id)
+
+
+def resolve_linkage(context: Optional[Context]) -> Optional[Linkage]:
+    """Where a span starting in ``context`` belongs in Opik, or ``None``.
+
+    Signals in order: the parent span's attributes, then W3C baggage, then the Opik
+    SDK's active ``@opik.track`` span. A partial or invalid signal stops the search:
+    a broken upstream context must not silently join an unrelated local trace.
+    """
+    if context is None:
+        context = get_current()
+    parent = context.get(_SPAN_KEY)
+    if parent is not None:
+        attributes = span_attributes(parent)
+        # has_opik_signal() inlined here and below: this is the per-span hot path.
+        if OPIK_TRACE_ID in attributes or OPIK_SPAN_ID in attributes:
+            return parent_span_linkage(attributes)
+    entries = context.get(_BAGGAGE_KEY)
+    if entries and (OPIK_TRACE_ID in entries or OPIK_SPAN_ID in entries):
+        return baggage_linkage(entries)
+    # opik is never imported here: if the application has not imported it, no
+    # tracked function can be active, and this step costs one dict lookup.
+    context_storage = sys.modules.get("opik.context_storage")
+    return None if context_storage is None else opik_sdk_linkage(context_storage)
+
+
+def opik_sdk_linkage(context_storage: Any) -> Optional[Linkage]:
+    """Linkage to the innermost active ``@opik.track`` span of the Opik SDK.
+
+    Args:
+        context_storage: the imported ``opik.context_storage`` module.
+    """
+    # Peeking at the SDK's span stack first skips its clean-up pass in the common
+    # case of a span started outside any tracked function.
+    stack = getattr(getattr(context_storage, "_context_storage", None), "_spans_data_stack_context", None)
+    if stack is not None and not stack.get():
+        return None
+    span_data = context_storage.top_span_data()
+    if span_data is None:
+        return None
+    trace_id = canonical_uuid_v7(getattr(span_data, "trace_id", None))
+    if trace_id is None:
+        return None
+    return Linkage(trace_id, canonical_uuid_v7(getattr(span_data, "id", None)))

@@ -1,0 +1,77 @@
+"""``OpikSpanProcessor``: carries Opik trace linkage down an OTel subtree.
+
+``attach_to_parent`` (or the ``opik`` propagator, or an upstream service's baggage)
+puts Opik ids on a boundary span only. The backend reads ``opik.*`` attributes span
+by span, so without this processor every descendant of that boundary would land in a
+trace Opik derives on its own, apart from its parent. On each span start the
+processor finds the linkage the new span inherits (see
+:func:`opik_otel.linkage.resolve_linkage`) and stamps the span with the trace id, a
+fresh ``opik.span_id`` and its parent's Opik id.
+"""
+
+from typing import Dict, Optional
+
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+
+from ._logging import get_logger
+from .attributes import OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
+from .ids import generate_id
+from .linkage import resolve_linkage
+
+LOGGER = get_logger(__name__)
+
+_CANONICAL_ID_LENGTH = 36
+
+
+def set_linkage_attributes(span: Span, attributes: Dict[str, str]) -> None:
+    """Set Opik id attributes on a span that is starting.
+
+    ``Span.set_attributes`` re-validates every value and costs as much as a third of
+    a bare span's whole life; these values are canonical id strings, so when the
+    span's attribute store is the SDK's own and has room within its limits they go
+    straight into it under the span's lock. Anything else takes the public path.
+    """
+    store = getattr(span, "_attributes", None)
+    if (
+        type(store) is BoundedAttributes
+        and not store._immutable
+        and (store.maxlen is None or len(store._dict) + len(attributes) <= store.maxlen)
+        and (store.max_value_len is None or store.max_value_len >= _CANONICAL_ID_LENGTH)
+    ):
+        with span._lock:
+            if span._end_time is None:
+                store._dict.update(attributes)
+                return
+    span.set_attributes(attributes)
+
+
+class OpikSpanProcessor(SpanProcessor):
+    """Stamp every span of an Opik subtree with ``opik.*`` ids as it starts.
+
+    Register it on the same ``TracerProvider`` as the exporting processor; the order
+    does not matter. It keeps no state, so one instance serves any number of threads
+    and asyncio tasks.
+    """
+
+    def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
+        try:
+            linkage = resolve_linkage(parent_context)
+            if linkage is None:
+                return
+            attributes = {OPIK_TRACE_ID: linkage.trace_id, OPIK_SPAN_ID: generate_id()}
+            if linkage.parent_span_id is not None:
+                attributes[OPIK_PARENT_SPAN_ID] = linkage.parent_span_id
+            set_linkage_attributes(span, attributes)
+        except Exception:  # a telemetry hook must never break the traced code
+            LOGGER.warning("Could not apply Opik linkage to a span.", exc_info=True)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        pass
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
