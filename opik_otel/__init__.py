@@ -13,6 +13,7 @@ Client side, pass the current trace on::
 """
 
 from .attributes import OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
+from .config import ConfigurationError, OpikConfig, resolve_config
 from .distributed_trace import (
     attach_to_parent,
     context_with_opik_baggage,
@@ -20,21 +21,29 @@ from .distributed_trace import (
     get_distributed_trace_headers,
     get_opik_trace_id,
 )
+from .exporter import OpikExporter
 from .ids import generate_id, is_valid_uuid_v7
 from .processor import OpikSpanProcessor
+from .tracing import OpikTracing, configure
 from .types import OpikDistributedTraceAttributes
 
 __all__ = [
     "OPIK_PARENT_SPAN_ID",
     "OPIK_SPAN_ID",
     "OPIK_TRACE_ID",
+    "ConfigurationError",
+    "OpikConfig",
     "OpikDistributedTraceAttributes",
+    "OpikExporter",
     "OpikSpanProcessor",
+    "OpikTracing",
     "attach_to_parent",
+    "configure",
     "context_with_opik_baggage",
     "extract_opik_distributed_trace_attributes",
     "generate_id",
     "get_distributed_trace_headers",
     "get_opik_trace_id",
     "is_valid_uuid_v7",
+    "resolve_config",
 ]

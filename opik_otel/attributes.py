@@ -6,3 +6,8 @@ The same keys name the W3C baggage entries that carry Opik linkage between proce
 OPIK_TRACE_ID = "opik.trace_id"
 OPIK_SPAN_ID = "opik.span_id"
 OPIK_PARENT_SPAN_ID = "opik.parent_span_id"
+
+# Private marker on a local root span whose Opik trace id this process minted, so the
+# exporter knows to create the trace row. Stripped before export: Opik stores any
+# attribute it does not recognise as span input.
+MINTED_TRACE = "opik_otel.minted_trace"

@@ -18,7 +18,7 @@ from opentelemetry import baggage, trace
 from opentelemetry.context import Context, get_current
 
 from ._logging import get_logger
-from .attributes import OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
+from .attributes import MINTED_TRACE, OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
 from .ids import canonical_uuid_v7, generate_id
 from .linkage import span_attributes, span_linkage
 from .types import OpikDistributedTraceAttributes
@@ -179,6 +179,8 @@ def attach_to_parent(span: trace.Span, http_headers: Any) -> bool:
         new_attributes[OPIK_SPAN_ID] = generate_id()
         if attributes.opik_parent_span_id is None:
             _remove_attribute(span, OPIK_PARENT_SPAN_ID)
+        # The trace now comes from upstream, which owns its row.
+        _remove_attribute(span, MINTED_TRACE)
         span.set_attributes(new_attributes)
     except Exception:
         LOGGER.warning("Could not attach a span to its Opik parent.", exc_info=True)

@@ -164,3 +164,9 @@ def opik_sdk_linkage(context_storage: Any) -> Optional[Linkage]:
     if trace_id is None:
         return None
     return Linkage(trace_id, canonical_uuid_v7(getattr(span_data, "id", None)))
+
+
+def is_local_root(context: Optional[Context]) -> bool:
+    """Tell whether a span starting in ``context`` has no parent span at all."""
+    parent = (get_current() if context is None else context).get(_SPAN_KEY)
+    return parent is None or not parent.get_span_context().is_valid

@@ -9,27 +9,33 @@ processor finds the linkage the new span inherits (see
 fresh ``opik.span_id`` and its parent's Opik id.
 """
 
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from ._logging import get_logger
-from .attributes import OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
+from .attributes import MINTED_TRACE, OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
 from .ids import generate_id
-from .linkage import resolve_linkage
+from .linkage import is_local_root, resolve_linkage
 
 LOGGER = get_logger(__name__)
 
 _CANONICAL_ID_LENGTH = 36
 
 
-def set_linkage_attributes(span: Span, attributes: Dict[str, str]) -> None:
+def minted_root_attributes(span: Span) -> Dict[str, Any]:
+    """Opik ids for a new trace rooted at ``span``, marked for trace-row creation."""
+    start_ms = (span.start_time or 0) // 1_000_000 or None
+    return {OPIK_TRACE_ID: generate_id(start_ms), OPIK_SPAN_ID: generate_id(start_ms), MINTED_TRACE: True}
+
+
+def set_linkage_attributes(span: Span, attributes: Dict[str, Any]) -> None:
     """Set Opik id attributes on a span that is starting.
 
     ``Span.set_attributes`` re-validates every value and costs as much as a third of
-    a bare span's whole life; these values are canonical id strings, so when the
+    a bare span's whole life; these values are canonical id strings (and one bool), so when the
     span's attribute store is the SDK's own and has room within its limits they go
     straight into it under the span's lock. Anything else takes the public path.
     """
@@ -51,14 +57,25 @@ class OpikSpanProcessor(SpanProcessor):
     """Stamp every span of an Opik subtree with ``opik.*`` ids as it starts.
 
     Register it on the same ``TracerProvider`` as the exporting processor; the order
-    does not matter. It keeps no state, so one instance serves any number of threads
-    and asyncio tasks.
+    does not matter. It keeps no per-span state, so one instance serves any number of
+    threads and asyncio tasks.
+
+    Args:
+        mint_root_ids: also give every local root span (no parent at all, no inherited
+            linkage) a fresh Opik trace id and span id, so an OTel-first service can
+            hand its trace to downstream services. The trace row must then be created
+            by ``OpikExporter``, which ``opik_otel.configure`` sets up for you.
     """
+
+    def __init__(self, mint_root_ids: bool = False) -> None:
+        self._mint_root_ids = mint_root_ids
 
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
         try:
             linkage = resolve_linkage(parent_context)
             if linkage is None:
+                if self._mint_root_ids and is_local_root(parent_context):
+                    set_linkage_attributes(span, minted_root_attributes(span))
                 return
             attributes = {OPIK_TRACE_ID: linkage.trace_id, OPIK_SPAN_ID: generate_id()}
             if linkage.parent_span_id is not None:
