@@ -203,11 +203,16 @@ def _remove_attribute(span: Any, key: str) -> None:
         span.set_attribute(key, "")
 
 
-def get_distributed_trace_headers(span: Optional[trace.Span] = None) -> Optional[Dict[str, str]]:
+def get_distributed_trace_headers(
+    span: Optional[trace.Span] = None, *, hyphenated: bool = False
+) -> Optional[Dict[str, str]]:
     """Headers that make a downstream service join the current Opik trace.
 
     Args:
         span: the OTel span whose linkage to pass on; defaults to the current span.
+        hyphenated: also include ``opik-trace-id`` / ``opik-parent-span-id``. gunicorn,
+            nginx and werkzeug's server drop header names containing underscores, so
+            set this when the headers go over HTTP to a server you do not control.
 
     Returns:
         ``{"opik_trace_id": ..., "opik_parent_span_id": ...}`` when the span is inside
@@ -222,10 +227,11 @@ def get_distributed_trace_headers(span: Optional[trace.Span] = None) -> Optional
         return None
     if linkage is None:
         return None
-    return {
-        OPIK_TRACE_ID_HEADER: linkage.trace_id,
-        OPIK_PARENT_SPAN_ID_HEADER: linkage.parent_span_id,  # type: ignore[dict-item]
-    }
+    headers = {OPIK_TRACE_ID_HEADER: linkage.trace_id, OPIK_PARENT_SPAN_ID_HEADER: linkage.parent_span_id}
+    if hyphenated:
+        headers[OPIK_TRACE_ID_HEADER_HYPHENATED] = linkage.trace_id
+        headers[OPIK_PARENT_SPAN_ID_HEADER_HYPHENATED] = linkage.parent_span_id
+    return headers  # type: ignore[return-value]
 
 
 def get_opik_trace_id(span: Optional[trace.Span] = None) -> Optional[str]:

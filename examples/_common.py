@@ -1,0 +1,126 @@
+"""Plumbing shared by the examples: where to send traces, and services as subprocesses.
+
+With ``OPIK_URL_OVERRIDE`` set, the examples send to that Opik. Without it they start an
+embedded :class:`~opik_otel.testing.LocalOpik` and point every process at it, then print
+the trace trees it received and fail if any span is orphaned.
+"""
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from typing import Dict, Iterator, List, Optional
+
+from opik_otel.testing import LocalOpik
+
+READY_PREFIX = "listening on port "
+
+
+@contextlib.contextmanager
+def opik_target(project_name: str) -> Iterator[Optional[LocalOpik]]:
+    """Yield the embedded LocalOpik, or ``None`` when a real Opik is configured.
+
+    The settings go into ``os.environ`` so that this process and every service it
+    starts (they inherit the environment) send to the same place.
+    """
+    os.environ.setdefault("OPIK_PROJECT_NAME", project_name)
+    if os.environ.get("OPIK_URL_OVERRIDE"):
+        print(f"Sending traces to {os.environ['OPIK_URL_OVERRIDE']} (project {os.environ['OPIK_PROJECT_NAME']!r})")
+        yield None
+        return
+    with LocalOpik() as local:
+        os.environ["OPIK_URL_OVERRIDE"] = local.url
+        print(f"No Opik configured: using an embedded LocalOpik at {local.url}")
+        yield local
+
+
+class Service:
+    """A service running in a subprocess that reports its port on its first line."""
+
+    def __init__(self, name: str, command: List[str], env: Optional[Dict[str, str]] = None) -> None:
+        self.name = name
+        print(f"  starting {name} ...", end="", flush=True)
+        started = time.monotonic()
+        self.process = subprocess.Popen(
+            command,
+            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.output: List[str] = []
+        self.port = self._wait_for_port(timeout=60)
+        print(f" ready on port {self.port} ({time.monotonic() - started:.1f} s)")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _wait_for_port(self, timeout: float) -> int:
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            self.output.append(line)
+            if line.startswith(READY_PREFIX):
+                return int(line[len(READY_PREFIX) :])
+        self.stop()
+        raise RuntimeError(f"{self.name} did not start:\n{''.join(self.output)}")
+
+    def stop(self) -> str:
+        """Stop the service gracefully (so it flushes its spans) and return its output."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                rest, _ = self.process.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                rest, _ = self.process.communicate()
+            self.output.append(rest or "")
+        return "".join(self.output)
+
+
+def python_service(name: str, script: str, *args: str, env: Optional[Dict[str, str]] = None) -> Service:
+    return Service(name, [sys.executable, script, *args], env)
+
+
+def serve(app, on_shutdown=None) -> None:  # type: ignore[no-untyped-def]
+    """Serve a WSGI app on a free loopback port until SIGTERM, then run ``on_shutdown``."""
+    import signal
+
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    # Leave serve_forever() through an exception so the finally block (and atexit) flush.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    print(f"{READY_PREFIX}{server.server_port}", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        if on_shutdown is not None:
+            on_shutdown()
+
+
+def report(local: Optional[LocalOpik], expected_traces: int, timeout: float = 20.0) -> int:
+    """Print the traces LocalOpik holds; return 1 if any span is orphaned or a trace is missing."""
+    if local is None:
+        print("Traces sent; open your Opik project to see them.")
+        return 0
+    local.wait_for_traces(expected_traces, timeout=timeout)
+    print()
+    print(local.trees())
+    orphans = local.orphans()
+    traces = local.traces()
+    problems = []
+    if len(traces) != expected_traces:
+        problems.append(f"expected {expected_traces} trace(s), Opik would show {len(traces)}")
+    if orphans:
+        problems.append(f"{len(orphans)} orphaned span(s): {', '.join(sorted(s.name for s in orphans))}")
+    for problem in problems:
+        print(f"FAIL: {problem}")
+    if not problems:
+        print(f"OK: {len(traces)} trace(s), {len(local.spans())} span(s), no orphans.")
+    return 1 if problems else 0

@@ -1,0 +1,42 @@
+"""Every example runs end to end against an embedded LocalOpik and finds no orphans."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run_example(name: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("OPIK_", "OTEL_"))}
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / name)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    "name, expected_tree",
+    [
+        ("manual_bridging.py", ["- ask", "  - answer", "    - retrieve", "    - generate"]),
+        ("otel_client_sdk_server.py", ["- pipeline", "  - summarize"]),
+        ("sdk_client_otel_server.py", ["- answer-question", "  - search", "    - vector-lookup"]),
+        ("library_spans_in_track.py", ["- travel-assistant", "  - agent run", "    - chat gpt-4o"]),
+    ],
+)
+def test_example_links_every_span_into_one_trace(name, expected_tree):
+    pytest.importorskip("opik")
+    result = run_example(name)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK: 1 trace(s)" in result.stdout
+    # The tree as printed, without the short ids: each span indented under its parent.
+    lines = [line.split(" (..")[0] for line in result.stdout.splitlines()]
+    expected = ["  " + line for line in expected_tree]
+    first = lines.index(expected[0])
+    assert lines[first : first + len(expected)] == expected
