@@ -7,7 +7,7 @@ work on the common path (a span with no Opik linkage anywhere) and never raise.
 import sys
 from typing import Any, Mapping, NamedTuple, Optional
 
-from opentelemetry.context import Context, get_current
+from opentelemetry.context import Context, create_key, get_current
 
 from opentelemetry.attributes import BoundedAttributes
 
@@ -24,6 +24,11 @@ from .ids import canonical_uuid_v7
 LOGGER = get_logger(__name__)
 
 _EMPTY: Mapping[str, Any] = {}
+
+# Context key under which ``OpikPropagator.extract`` stores the :class:`Linkage` an
+# incoming request's Opik headers name. Kept out of W3C baggage so it never travels on
+# to third-party services; defined here so this module need not import the propagator.
+PROPAGATED_LINKAGE_KEY = create_key("opik-propagated-linkage")
 
 
 class Linkage(NamedTuple):
@@ -125,9 +130,12 @@ def baggage_linkage(entries: Mapping[str, Any]) -> Optional[Linkage]:
 def resolve_linkage(context: Optional[Context]) -> Optional[Linkage]:
     """Where a span starting in ``context`` belongs in Opik, or ``None``.
 
-    Signals in order: the parent span's attributes, then W3C baggage, then the Opik
-    SDK's active ``@opik.track`` span. A partial or invalid signal stops the search:
-    a broken upstream context must not silently join an unrelated local trace.
+    Signals in order: the parent span's attributes, then the linkage
+    ``OpikPropagator`` extracted from the request's headers (it applies to the spans
+    started directly in the extracted context, i.e. the server span; their
+    descendants chain through their parent's attributes), then W3C baggage, then the
+    Opik SDK's active ``@opik.track`` span. A partial or invalid signal stops the
+    search: a broken upstream context must not silently join an unrelated local trace.
     """
     if context is None:
         context = get_current()
@@ -137,6 +145,9 @@ def resolve_linkage(context: Optional[Context]) -> Optional[Linkage]:
         # has_opik_signal() inlined here and below: this is the per-span hot path.
         if OPIK_TRACE_ID in attributes or OPIK_SPAN_ID in attributes:
             return parent_span_linkage(attributes)
+    propagated = context.get(PROPAGATED_LINKAGE_KEY)
+    if propagated is not None:
+        return propagated  # type: ignore[no-any-return]
     entries = context.get(_BAGGAGE_KEY)
     if entries and (OPIK_TRACE_ID in entries or OPIK_SPAN_ID in entries):
         return baggage_linkage(entries)

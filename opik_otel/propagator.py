@@ -1,0 +1,216 @@
+"""``OpikPropagator``: Opik's distributed-trace headers as an OpenTelemetry propagator.
+
+Enable it with ``OTEL_PROPAGATORS=tracecontext,baggage,opik`` (or
+``propagate.set_global_textmap``), and every instrumented HTTP client and server
+carries Opik linkage with no code change:
+
+- inject (client side): when the span making the call is in an Opik trace, writes
+  ``opik_trace_id`` / ``opik_parent_span_id`` — the headers the Opik SDK reads — and
+  by default also ``opik-trace-id`` / ``opik-parent-span-id``, which survive gunicorn
+  and nginx (both silently drop header names containing underscores);
+- extract (server side): reads either spelling, with the rules of
+  :func:`~opik_otel.extract_opik_distributed_trace_attributes`, into the returned
+  context, where :class:`~opik_otel.OpikSpanProcessor` finds it and links the server
+  span and, through it, all its descendants.
+
+The extracted linkage lives under a private context key, not in the W3C baggage,
+which the baggage propagator would forward to every downstream API. With
+``baggage=True`` (entry point ``opik_baggage``) the linkage travels as baggage too.
+"""
+
+from typing import Any, List, Optional, Set, Tuple
+
+from opentelemetry import baggage
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.context import Context, get_current, set_value
+from opentelemetry.propagators.textmap import (
+    CarrierT,
+    DefaultGetter,
+    Getter,
+    Setter,
+    TextMapPropagator,
+    default_getter,
+    default_setter,
+)
+
+from ._logging import get_logger
+from .attributes import OPIK_SPAN_ID, OPIK_TRACE_ID
+from .distributed_trace import (
+    OPIK_PARENT_SPAN_ID_HEADER,
+    OPIK_PARENT_SPAN_ID_HEADER_HYPHENATED,
+    OPIK_TRACE_ID_HEADER,
+    OPIK_TRACE_ID_HEADER_HYPHENATED,
+    _normalized_header_name,
+    extract_opik_distributed_trace_attributes,
+)
+from .linkage import PROPAGATED_LINKAGE_KEY, Linkage, resolve_linkage
+
+LOGGER = get_logger(__name__)
+
+# Normalized (lower-case, underscore) names: what _normalized_header_name() yields.
+_OPIK_HEADER_NAMES = frozenset((OPIK_TRACE_ID_HEADER, OPIK_PARENT_SPAN_ID_HEADER))
+# Spellings asked for one by one when a getter cannot list the carrier's keys.
+_SPELLINGS = (
+    OPIK_TRACE_ID_HEADER,
+    OPIK_TRACE_ID_HEADER_HYPHENATED,
+    OPIK_PARENT_SPAN_ID_HEADER,
+    OPIK_PARENT_SPAN_ID_HEADER_HYPHENATED,
+)
+_BAGGAGE_HEADER = "baggage"
+_W3C_BAGGAGE = W3CBaggagePropagator()
+
+
+def _carrier_headers(carrier: Any, getter: Getter[Any]) -> Any:
+    """The carrier's Opik headers in a shape the header reader accepts.
+
+    The default getter reads plain mappings, which the reader takes as they are
+    (and more: ``(name, value)`` pair lists, WSGI environs, bytes values). Any other
+    getter knows its carrier best: its ``keys`` pick the Opik headers in any case and
+    spelling, its ``get`` reads them; a getter that cannot list keys is asked for
+    each spelling in turn.
+    """
+    if type(getter) is DefaultGetter:
+        return carrier
+    pairs: List[Tuple[str, Any]] = []
+    try:
+        keys = getter.keys(carrier)
+    except Exception:
+        keys = ()
+    for key in keys:
+        if _normalized_header_name(key) in _OPIK_HEADER_NAMES:
+            pairs.append((key, getter.get(carrier, key)))
+    if not pairs:
+        for name in _SPELLINGS:
+            value = getter.get(carrier, name)
+            if value:
+                pairs.append((name, value))
+    return pairs
+
+
+class OpikPropagator(TextMapPropagator):
+    """Carry Opik trace linkage in HTTP headers, in both directions.
+
+    Args:
+        hyphenated: also inject ``opik-trace-id`` / ``opik-parent-span-id``, which
+            survive proxies and servers that drop header names with underscores.
+            Extraction always reads both spellings.
+        baggage: also carry the linkage as W3C baggage entries ``opik.trace_id`` /
+            ``opik.span_id``: extract adds the incoming linkage to the context's
+            baggage, and inject rewrites the ``baggage`` header with the calling
+            span's linkage (keeping every other entry), so that services reading only
+            baggage get the right parent. List it after ``baggage`` in
+            ``OTEL_PROPAGATORS`` so that its header is the one written last.
+
+    Never raises: a carrier or getter it cannot read leaves the context unchanged and
+    logs a rate-limited warning.
+    """
+
+    def __init__(self, hyphenated: bool = True, baggage: bool = False) -> None:
+        self._hyphenated = bool(hyphenated)
+        self._baggage = bool(baggage)
+        fields = {OPIK_TRACE_ID_HEADER, OPIK_PARENT_SPAN_ID_HEADER}
+        if self._hyphenated:
+            fields.update((OPIK_TRACE_ID_HEADER_HYPHENATED, OPIK_PARENT_SPAN_ID_HEADER_HYPHENATED))
+        if self._baggage:
+            fields.add(_BAGGAGE_HEADER)
+        self._fields = frozenset(fields)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(hyphenated={self._hyphenated}, baggage={self._baggage})"
+
+    def extract(
+        self,
+        carrier: CarrierT,
+        context: Optional[Context] = None,
+        getter: Getter[CarrierT] = default_getter,
+    ) -> Context:
+        """Return ``context`` with the linkage the carrier's Opik headers name.
+
+        Without usable Opik headers the result carries no extracted linkage (an
+        earlier one in ``context`` is cleared: it named another request's parent).
+        """
+        if context is None:
+            context = get_current()
+        try:
+            headers = _carrier_headers(carrier, getter)
+        except Exception:
+            LOGGER.warning(
+                "Could not read Opik distributed trace headers from a %s carrier; "
+                "the request is not linked to an Opik trace.",
+                type(carrier).__name__,
+                exc_info=True,
+            )
+            return context
+        attributes = extract_opik_distributed_trace_attributes(headers)
+        try:
+            if attributes is None:
+                if context.get(PROPAGATED_LINKAGE_KEY) is not None:
+                    return set_value(PROPAGATED_LINKAGE_KEY, None, context)
+                return context
+            linkage = Linkage(attributes.opik_trace_id, attributes.opik_parent_span_id)
+            result = set_value(PROPAGATED_LINKAGE_KEY, linkage, context)
+            if self._baggage:
+                result = _with_linkage_baggage(result, linkage)
+            return result
+        except Exception:
+            LOGGER.warning("Could not store Opik linkage in the context.", exc_info=True)
+            return context
+
+    def inject(
+        self,
+        carrier: CarrierT,
+        context: Optional[Context] = None,
+        setter: Setter[CarrierT] = default_setter,
+    ) -> None:
+        """Write the Opik headers that make the callee join the caller's Opik trace.
+
+        The linkage is the one a span starting in ``context`` would inherit: the
+        current span's when it is in an Opik trace, else what was extracted from the
+        incoming request, its baggage or the Opik SDK's ``@opik.track`` span. Nothing
+        is written when there is none.
+        """
+        try:
+            linkage = resolve_linkage(context)
+            if linkage is None:
+                return
+            setter.set(carrier, OPIK_TRACE_ID_HEADER, linkage.trace_id)
+            if self._hyphenated:
+                setter.set(carrier, OPIK_TRACE_ID_HEADER_HYPHENATED, linkage.trace_id)
+            if linkage.parent_span_id is not None:
+                setter.set(carrier, OPIK_PARENT_SPAN_ID_HEADER, linkage.parent_span_id)
+                if self._hyphenated:
+                    setter.set(
+                        carrier, OPIK_PARENT_SPAN_ID_HEADER_HYPHENATED, linkage.parent_span_id
+                    )
+            if self._baggage:
+                base = context if context is not None else get_current()
+                _W3C_BAGGAGE.inject(carrier, _with_linkage_baggage(base, linkage), setter)
+        except Exception:
+            LOGGER.warning(
+                "Could not write Opik distributed trace headers into a %s carrier.",
+                type(carrier).__name__,
+                exc_info=True,
+            )
+
+    @property
+    def fields(self) -> Set[str]:
+        """The header names :meth:`inject` may write."""
+        return set(self._fields)
+
+
+class OpikBaggagePropagator(OpikPropagator):
+    """:class:`OpikPropagator` that also carries the linkage as W3C baggage.
+
+    Registered as ``opik_baggage``: ``OTEL_PROPAGATORS=tracecontext,baggage,opik_baggage``.
+    """
+
+    def __init__(self, hyphenated: bool = True, baggage: bool = True) -> None:
+        super().__init__(hyphenated=hyphenated, baggage=baggage)
+
+
+def _with_linkage_baggage(context: Context, linkage: Linkage) -> Context:
+    """``context`` with its ``opik.*`` baggage entries set to ``linkage``."""
+    context = baggage.set_baggage(OPIK_TRACE_ID, linkage.trace_id, context)
+    if linkage.parent_span_id is None:
+        return baggage.remove_baggage(OPIK_SPAN_ID, context)
+    return baggage.set_baggage(OPIK_SPAN_ID, linkage.parent_span_id, context)
