@@ -2,33 +2,53 @@
 
 Spans are encoded with the standard OTLP protobuf encoder and sent gzip-compressed with
 Opik's routing headers. Trace rows for traces this process minted go to Opik's REST API.
-Sending never happens on the application's threads (the exporter runs behind a batching
-processor); requests that fail with a retryable cause are retried with backoff, and
-what still cannot be delivered waits in a bounded on-disk spool until Opik answers again.
+Both kinds of request get the same treatment:
+
+- **retries**: connection errors, timeouts, 408, 429, 500, 502, 503 and 504 are retried
+  with exponential backoff and jitter, honouring ``Retry-After``; any other refusal is
+  not retried and is logged once per distinct cause with what to do about it;
+- **size**: a request above ``max_request_bytes``, or answered 413, is split in halves
+  recursively; a single span (or trace row) still too large has its largest values
+  truncated with a marker, keeping its ids, linkage and name; it is never dropped;
+- **outages**: what still fails after the (short) retries on the export thread goes to a
+  bounded on-disk spool, replayed oldest first by a background thread once Opik answers,
+  also when it was left by an earlier run. Re-sending is harmless: ids are explicit, so
+  Opik upserts.
+
+Sending never happens on the application's threads: the exporter runs behind
+:class:`~opik_otel.batching.OpikBatchSpanProcessor` (``configure()`` sets that up).
 """
 
+import copy
 import gzip
 import hashlib
 import json
+import math
 import os
+import re
 import tempfile
 import threading
 import time
 import weakref
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from collections import Counter
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import requests
+from google.protobuf.message import DecodeError
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import Status
 
-from ._logging import get_logger
-from .attributes import MINTED_TRACE, OPIK_TRACE_ID
-from .config import ConfigurationError, OpikConfig, resolve_config
+from ._logging import DEFAULT_INTERVAL_SECONDS, get_logger
+from .attributes import MINTED_TRACE, OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
+from .config import ConfigurationError, OpikConfig, _validate_header_value, resolve_config
+from .ids import canonical_uuid_v7
 from .linkage import span_attributes
 from .retry import RetryPolicy, describe_failure, parse_retry_after, redact_url
-from .sizing import encoded_size, split_in_halves, truncate_span
-from .spans import with_attributes
+from .sizing import PROTECTED_ATTRIBUTES, truncation_marker
+from .spans import copy_span
 from .spool import DiskSpool
 from .trace_rows import OPIK_METADATA, OPIK_TAGS, THREAD_ID_ATTRIBUTES, trace_row_from_span, trace_rows_request_body
 
@@ -39,15 +59,41 @@ DEFAULT_TIMEOUT_SECONDS = 10.0
 # retry cheap too.
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 DEFAULT_SPOOL_MAX_BYTES = 256 * 1024 * 1024
-# The first sends of a batch happen in the export call; after these it goes to the
-# spool, whose replayer keeps trying with the full policy.
-EXPORT_RETRY_POLICY = RetryPolicy(max_attempts=3, initial_backoff=0.25, max_backoff=2.0)
-REPLAY_RETRY_POLICY = RetryPolicy(max_attempts=1_000_000, initial_backoff=0.5, max_backoff=30.0)
+# The first sends of a batch happen on the export thread; after these it goes to the
+# spool, whose replayer keeps trying with the replay policy. Short, so that the export
+# thread keeps draining the span queue during an outage.
+DEFAULT_RETRY_POLICY = RetryPolicy(max_attempts=3, initial_backoff=0.25, max_backoff=2.0)
+# The replayer retries forever (max_attempts is not used); max_backoff bounds how late a
+# recovered Opik is noticed.
+DEFAULT_REPLAY_POLICY = RetryPolicy(max_attempts=1_000_000, initial_backoff=0.5, max_backoff=10.0)
+# Kept for code that imported the old names.
+EXPORT_RETRY_POLICY = DEFAULT_RETRY_POLICY
+REPLAY_RETRY_POLICY = DEFAULT_REPLAY_POLICY
+# At shutdown a send gets at most this long (and never past the shutdown deadline).
+_CLOSING_TIMEOUT_SECONDS = 2.0
 
 _SPANS = "otlp"
 _TRACES = "traces"
+_KINDS = (_SPANS, _TRACES)
 _USAGE_PREFIX = "gen_ai.usage."
-_NOT_FOUND_STATUSES = (404, 405)
+_ID_ATTRIBUTES = (OPIK_TRACE_ID, OPIK_SPAN_ID, OPIK_PARENT_SPAN_ID)
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+# RFC 9110 token characters: what an HTTP header name may consist of.
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
+_SECRET_HEADER_MARKERS = ("authorization", "cookie", "key", "token", "secret", "password")
+# Headers the exporter or the HTTP client manage; a user value would corrupt the framing.
+_RESERVED_HEADERS = frozenset(
+    {"content-length", "content-type", "content-encoding", "transfer-encoding", "connection", "keep-alive",
+     "te", "trailer", "upgrade", "expect"}
+)
+# Fields of a trace row whose string values may be cut to fit a request.
+_ROW_TRUNCATABLE_FIELDS = ("input", "output", "metadata", "error_info")
+_MAX_JSON_DEPTH = 64
+
+_DELIVERED = "delivered"
+_KEEP = "keep"
+_TOO_LARGE = "too_large"
+_REFUSED = "refused"
 
 
 class _Outcome:
@@ -64,9 +110,12 @@ class _Outcome:
     def ok(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
 
+    def retryable(self, policy: RetryPolicy) -> bool:
+        return self.error is not None or (self.status is not None and policy.should_retry_status(self.status))
+
     @property
-    def retryable(self) -> bool:
-        return self.error is not None or (self.status is not None and EXPORT_RETRY_POLICY.should_retry_status(self.status))
+    def timed_out(self) -> bool:
+        return isinstance(self.error, requests.exceptions.Timeout)
 
 
 class OpikExporter(SpanExporter):
@@ -78,25 +127,35 @@ class OpikExporter(SpanExporter):
 
     Args:
         url: Opik API base, e.g. ``http://localhost:5173/api``.
-        api_key: Opik API key (sent raw in ``Authorization``; never logged).
+        api_key: Opik API key (sent raw in ``Authorization``; never logged or spooled).
         workspace: Opik workspace.
         project_name: project every span of this exporter goes to.
         tags: tags added to every trace this exporter roots.
         metadata: metadata added to every trace this exporter roots.
         thread_id: thread (conversation) id of every trace this exporter roots.
         timeout: seconds per HTTP request.
-        headers: extra HTTP headers on span requests.
+        headers: extra HTTP headers on span requests; names must be HTTP tokens and
+            values printable Latin-1 without CR/LF, or ``ConfigurationError`` is raised.
         compression: ``"gzip"`` (default) or ``None``.
         otlp_endpoint: send spans to this OTLP/HTTP traces URL (e.g. an OpenTelemetry
             Collector's ``http://collector:4318/v1/traces``) instead of Opik; trace rows
             still go to Opik's REST API.
         config_path: Opik config file to read instead of ``~/.opik.config``.
-        max_request_bytes: requests above this are split in halves; a single span
-            above it has its largest attribute values truncated.
+        max_request_bytes: requests above this (uncompressed) are split in halves; a
+            single span or trace row above it has its largest values truncated.
         spool_directory: where undeliverable requests wait for Opik (default: a
-            per-user directory under the system temp dir); ``False`` disables spooling.
-        spool_max_bytes: size cap of the spool; the oldest data goes first.
-        verify: TLS verification: ``True``, ``False`` or a CA bundle path.
+            per-user, per-destination directory under the system temp dir); ``False``
+            disables spooling (then what fails after the retries is lost, and logged).
+        spool_max_bytes: size cap of the spool; when reached the oldest data goes
+            first, and the loss is counted (:attr:`stats`) and logged.
+        verify: TLS verification: ``True`` (default), ``False``, or the path of a CA
+            bundle file (or a directory of hashed certificates) to trust.
+        retry_policy: backoff for the retries on the export thread before a request
+            is spooled (default: 3 attempts, 0.25 s doubling, at most 2 s). A
+            ``Retry-After`` longer than its ``max_backoff`` sends the request to the
+            spool at once; the replayer then waits as asked.
+        replay_policy: backoff of the spool replayer between failed attempts
+            (default: 0.5 s doubling, at most 10 s; it never gives up).
     """
 
     def __init__(
@@ -117,27 +176,34 @@ class OpikExporter(SpanExporter):
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         spool_directory: Union[str, "os.PathLike[str]", None, bool] = None,
         spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
-        verify: Union[bool, str] = True,
+        verify: Union[bool, str, "os.PathLike[str]"] = True,
+        retry_policy: Optional[RetryPolicy] = None,
+        replay_policy: Optional[RetryPolicy] = None,
     ) -> None:
+        if config_path is not None and not isinstance(config_path, str):
+            config_path = _path_setting("config_path", config_path)
         self._config: OpikConfig = resolve_config(url, api_key, workspace, project_name, config_path=config_path)
         if compression not in ("gzip", None):
             raise ConfigurationError(f"compression must be 'gzip' or None, not {compression!r}.")
-        if max_request_bytes < 1024:
-            raise ConfigurationError("max_request_bytes must be at least 1024.")
-        self._tags = [str(tag) for tag in tags or ()]
-        self._metadata = dict(metadata or {})
-        self._thread_id = thread_id
-        self._timeout = timeout
+        self._tags = _validated_tags(tags)
+        self._metadata = _validated_metadata(metadata)
+        self._thread_id = _validated_thread_id(thread_id)
+        self._timeout = _positive_number("timeout", timeout)
+        self._max_request_bytes = _integer("max_request_bytes", max_request_bytes, minimum=1024)
+        spool_max_bytes = _integer("spool_max_bytes", spool_max_bytes, minimum=1)
+        self._verify = _validated_verify(verify)
+        self._retry_policy = _validated_policy("retry_policy", retry_policy, DEFAULT_RETRY_POLICY)
+        self._replay_policy = _validated_policy("replay_policy", replay_policy, DEFAULT_REPLAY_POLICY)
         self._compression = compression
-        self._max_request_bytes = max_request_bytes
-        self._verify = verify
+        extra_headers = _validated_headers(headers)
 
-        self._span_endpoint = _validated_endpoint(otlp_endpoint) if otlp_endpoint else self._config.otlp_traces_endpoint
+        self._span_endpoint = _validated_endpoint(otlp_endpoint) if otlp_endpoint is not None else self._config.otlp_traces_endpoint
+        self._via_collector = otlp_endpoint is not None
         routing = self._config.headers()
-        if otlp_endpoint:
+        if otlp_endpoint is not None:
             # A Collector adds Opik's credentials itself; the key stays in this process.
             routing.pop("Authorization", None)
-        self._span_headers = {**routing, **dict(headers or {}), "Content-Type": "application/x-protobuf"}
+        self._span_headers = {**routing, **extra_headers, "Content-Type": "application/x-protobuf"}
         if compression == "gzip":
             self._span_headers["Content-Encoding"] = "gzip"
         self._rest_headers = {**self._config.headers(), "Content-Type": "application/json"}
@@ -145,10 +211,13 @@ class OpikExporter(SpanExporter):
 
         self._spool: Optional[DiskSpool] = None
         if spool_directory is not False:
-            directory = spool_directory or _default_spool_directory(self._endpoints, self._config)
+            if spool_directory is None or spool_directory is True:
+                directory = _default_spool_directory(self._endpoints, self._config)
+            else:
+                directory = _path_setting("spool_directory", spool_directory)
             self._spool = DiskSpool(directory, max_bytes=spool_max_bytes)
 
-        self._shutdown = threading.Event()
+        self._closing_deadline = math.inf
         self._reset_process_state()
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=_call_if_alive(weakref.WeakMethod(self._reset_process_state)))
@@ -166,55 +235,138 @@ class OpikExporter(SpanExporter):
         """The resolved Opik settings (the API key is hidden from its repr)."""
         return self._config
 
+    @property
+    def spool(self) -> Optional[DiskSpool]:
+        """The on-disk spool, or ``None`` when spooling is disabled."""
+        return self._spool
+
+    @property
+    def stats(self) -> Dict[str, int]:
+        """Counters of this process (a forked child starts from zero).
+
+        ``requests_sent`` (answered 2xx), ``requests_retried``, ``requests_spooled``,
+        ``requests_replayed`` (spooled requests delivered later), ``requests_split``,
+        ``requests_refused`` (answered with a status that is not retried; the data is
+        dropped), ``requests_lost`` (could not be spooled), ``spans_truncated``,
+        ``trace_rows_truncated``, ``spans_unencodable``, plus the spool's
+        ``spool_records``, ``spool_bytes``, ``spool_dropped_records`` and
+        ``spool_dropped_bytes`` (oldest records evicted at the size cap, or corrupt).
+        """
+        with self._stats_lock:
+            result = dict(self._stats)
+        for key in (
+            "requests_sent",
+            "requests_retried",
+            "requests_spooled",
+            "requests_replayed",
+            "requests_split",
+            "requests_refused",
+            "requests_lost",
+            "spans_truncated",
+            "trace_rows_truncated",
+            "spans_unencodable",
+        ):
+            result.setdefault(key, 0)
+        spool = self._spool
+        result["spool_records"] = len(spool) if spool is not None else 0
+        result["spool_bytes"] = spool.size_bytes if spool is not None else 0
+        result["spool_dropped_records"] = spool.dropped_records if spool is not None else 0
+        result["spool_dropped_bytes"] = spool.dropped_bytes if spool is not None else 0
+        return result
+
     # --- SpanExporter -------------------------------------------------------------
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Send a batch; returns FAILURE only for data that was refused and dropped."""
-        if self._shutdown.is_set():
+        """Send a batch; returns FAILURE only for data that was refused or lost.
+
+        Never raises. Runs on the batching processor's thread, never on the app's.
+        """
+        if self._stopped.is_set():
             return SpanExportResult.FAILURE
         try:
             to_send, rows = self._prepare(spans)
             delivered = True
             if rows:
-                body = json.dumps(trace_rows_request_body(rows)).encode("utf-8")
-                delivered &= self._deliver(_TRACES, body)
+                # Rows first: Opik shows spans whose trace row is missing as orphans.
+                delivered = self._send(_Payload(_TRACES, message=trace_rows_request_body(rows))) and delivered
             if to_send:
-                delivered &= self._deliver_spans(to_send)
+                payload = self._span_payload(to_send)
+                if payload is not None:
+                    delivered = self._send(payload) and delivered
             return SpanExportResult.SUCCESS if delivered else SpanExportResult.FAILURE
         except Exception:
             LOGGER.error("Unexpected error while exporting spans to Opik.", exc_info=True)
             return SpanExportResult.FAILURE
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Wait until the spool has been replayed, at most ``timeout_millis``."""
-        deadline = time.monotonic() + timeout_millis / 1000
-        if self._spool is None:
+        """Wait until the spool has been replayed, at most ``timeout_millis``.
+
+        Returns ``True`` when nothing is left waiting for Opik. While Opik is down it
+        returns ``False`` once the timeout has passed; the data stays spooled.
+        """
+        spool = self._spool
+        if spool is None:
             return True
-        while len(self._spool) > 0:
-            self._wake_replayer()
-            if time.monotonic() >= deadline or self._shutdown.is_set():
+        deadline = time.monotonic() + max(0.0, timeout_millis / 1000)
+        # Spool left by processes that are gone (an earlier run, a forked child that
+        # exited) is replayed too.
+        spool.claim_abandoned()
+        poked = False
+        while len(spool) > 0:
+            if self._stopped.is_set():
                 return False
-            time.sleep(0.02)
+            if not poked:
+                # Skip the replayer's backoff once: someone is waiting for it.
+                self._wake_replayer(poke=True)
+                poked = True
+            else:
+                self._wake_replayer()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(0.02, remaining))
         return True
 
-    def shutdown(self, timeout_millis: int = 30000) -> None:
-        """Stop the replayer; spooled data stays on disk for the next run."""
-        if self._shutdown.is_set():
+    def begin_shutdown(self, timeout_millis: float = 30000) -> None:
+        """Stop retrying: from now on a failed send goes to the spool at once.
+
+        Called by the batching processor at the start of its shutdown, so that the spans
+        still queued reach Opik or the spool within the shutdown timeout. Sends made
+        after this give up by the deadline.
+        """
+        self._closing_deadline = min(self._closing_deadline, time.monotonic() + max(0.0, timeout_millis / 1000))
+        self._closing.set()
+        self._wakeup.set()
+
+    def shutdown(self, timeout_millis: float = 30000) -> None:
+        """Stop the replayer (waiting at most ``timeout_millis``); spooled data stays on
+        disk for the next run of the application."""
+        if self._stopped.is_set():
             return
-        self._shutdown.set()
-        self._replay_wanted.set()
+        self.begin_shutdown(timeout_millis)
+        deadline = time.monotonic() + max(0.0, timeout_millis / 1000)
+        self._stopped.set()
+        self._wakeup.set()
         replayer = self._replayer
         if replayer is not None and replayer is not threading.current_thread():
-            replayer.join(max(0.0, timeout_millis / 1000))
-        with self._session_lock:
-            self._session.close()
+            replayer.join(max(0.0, deadline - time.monotonic()))
+            if replayer.is_alive():
+                # It is in the middle of a request; it will stop after it, and the process
+                # may exit meanwhile: the record stays spooled and is replayed next run.
+                return
+        for session in self._drain_sessions():
+            try:
+                session.close()
+            except Exception:  # closing is best effort
+                pass
         if self._spool is not None:
             self._spool.close()
 
     # --- preparing a batch --------------------------------------------------------
 
     def _prepare(self, spans: Sequence[ReadableSpan]) -> Tuple[List[ReadableSpan], List[Dict[str, Any]]]:
-        """Strip private markers, add trace-level options to root spans, collect trace rows."""
+        """Strip private markers, add trace-level options to root spans, make ids and
+        values sendable, collect trace rows."""
         prepared: List[ReadableSpan] = []
         rows: List[Dict[str, Any]] = []
         for span in spans:
@@ -223,10 +375,11 @@ class OpikExporter(SpanExporter):
             changes = _invalid_usage_removals(attributes)
             if MINTED_TRACE in attributes:
                 changes[MINTED_TRACE] = None
+            _id_fixes(attributes, changes)
             if span.parent is None and (minted or OPIK_TRACE_ID not in attributes):
                 changes.update(self._root_options(attributes))
-            if changes:
-                span = with_attributes(span, changes)
+            _value_fixes(attributes, changes)
+            span = _sendable_span(span, changes)
             if minted and span.parent is None:
                 row = self._trace_row(span)
                 if row is not None:
@@ -244,10 +397,12 @@ class OpikExporter(SpanExporter):
         if self._metadata:
             merged = dict(self._metadata)
             try:
-                merged.update(json.loads(attributes.get(OPIK_METADATA) or "{}"))
+                extra = json.loads(attributes.get(OPIK_METADATA) or "{}")
+                if isinstance(extra, dict):
+                    merged.update(extra)
             except (TypeError, ValueError):
                 pass
-            changes[OPIK_METADATA] = json.dumps(merged, default=str)
+            changes[OPIK_METADATA] = _dump_json(merged)
         if self._thread_id and not any(key in attributes for key in THREAD_ID_ATTRIBUTES):
             changes[THREAD_ID_ATTRIBUTES[0]] = self._thread_id
         return changes
@@ -265,131 +420,687 @@ class OpikExporter(SpanExporter):
             LOGGER.warning("Could not build an Opik trace row from root span %r.", root.name, exc_info=True)
             return None
 
-    # --- delivering ---------------------------------------------------------------
+    def _span_payload(self, spans: List[ReadableSpan]) -> Optional["_Payload"]:
+        """Encode spans; a span the OTLP encoder cannot take is left out and logged."""
+        try:
+            return _Payload(_SPANS, message=encode_spans(spans))
+        except Exception:
+            pass
+        merged = ExportTraceServiceRequest()
+        for span in spans:
+            try:
+                merged.MergeFrom(encode_spans([span]))
+            except Exception:
+                self._count("spans_unencodable")
+                self._log_cause(
+                    ("unencodable",),
+                    "warning",
+                    "Span %r could not be encoded as OTLP and was left out of the batch.",
+                    span.name,
+                )
+        return _Payload(_SPANS, message=merged) if len(merged.resource_spans) else None
 
-    def _deliver_spans(self, spans: List[ReadableSpan]) -> bool:
-        """Send spans in requests under the size cap, splitting and truncating as needed."""
-        body = encode_spans(spans).SerializeToString()
+    # --- delivering now -----------------------------------------------------------
+
+    def _send(self, payload: "_Payload") -> bool:
+        """Deliver ``payload`` now, or spool it: True when delivered or kept."""
+        body = payload.body
         if len(body) > self._max_request_bytes:
-            if len(spans) > 1:
-                first, second = split_in_halves(spans)
-                return self._deliver_spans(first) & self._deliver_spans(second)
-            span = truncate_span(spans[0], self._max_request_bytes)
-            body = encode_spans([span]).SerializeToString()
-        outcome = self._deliver(_SPANS, body)
-        if outcome is _TOO_LARGE:
-            if len(spans) > 1:
-                first, second = split_in_halves(spans)
-                return self._deliver_spans(first) & self._deliver_spans(second)
-            smaller = truncate_span(spans[0], max(1024, encoded_size(spans) // 2))
-            return self._deliver(_SPANS, encode_spans([smaller]).SerializeToString()) is True
-        return outcome is True
-
-    def _deliver(self, kind: str, body: bytes) -> Any:
-        """Send now, or spool: True when delivered or kept, False when refused,
-        ``_TOO_LARGE`` when the server wants smaller requests."""
+            halves = payload.split()
+            if halves is not None:
+                self._count("requests_split")
+                first, second = halves
+                return self._send(first) & self._send(second)
+            smaller = payload.truncated(self._max_request_bytes)
+            if smaller is not None:
+                self._count_truncated(payload.kind)
+                payload = smaller
         if self._spool is not None and len(self._spool) > 0:
-            return self._keep(kind, body)  # replay order: older spooled data goes first
+            return self._keep(payload)  # replay order: older spooled data goes first
+        result, outcome = self._send_with_retries(payload)
+        if result == _DELIVERED:
+            return True
+        if result == _KEEP:
+            return self._keep(payload)
+        if result == _TOO_LARGE:
+            pieces = self._shrink(payload)
+            if pieces is not None:
+                return all([self._send(piece) for piece in pieces])
+        self._refuse(payload, outcome)
+        return False
+
+    def _send_with_retries(self, payload: "_Payload") -> Tuple[str, _Outcome]:
+        policy = self._retry_policy
         attempt = 0
         while True:
             attempt += 1
-            outcome = self._post(kind, body)
+            outcome = self._post(payload.kind, payload.body)
             if outcome.ok:
-                return True
+                return _DELIVERED, outcome
             if outcome.status == 413:
-                return _TOO_LARGE
-            if not outcome.retryable:
-                self._report_refusal(kind, outcome)
-                return False
-            if not EXPORT_RETRY_POLICY.has_attempts_left(attempt) or self._shutdown.is_set():
-                LOGGER.warning("%s", describe_failure(outcome.status, outcome.error, self._endpoints[kind]))
-                return self._keep(kind, body)
-            if self._shutdown.wait(EXPORT_RETRY_POLICY.delay(attempt, outcome.retry_after)):
-                return self._keep(kind, body)
+                return _TOO_LARGE, outcome
+            if not outcome.retryable(policy):
+                return _REFUSED, outcome
+            self._log_unreachable(payload.kind, outcome)
+            if (
+                self._closing.is_set()
+                or outcome.timed_out  # a hung Opik must not hold the export thread
+                or not policy.has_attempts_left(attempt)
+                or (outcome.retry_after is not None and outcome.retry_after > policy.max_backoff)
+            ):
+                return _KEEP, outcome
+            self._count("requests_retried")
+            if self._closing.wait(policy.delay(attempt, outcome.retry_after)):
+                return _KEEP, outcome
 
-    def _keep(self, kind: str, body: bytes) -> bool:
-        if self._spool is None:
-            LOGGER.error("Opik is unreachable and spooling is disabled: %s data dropped.", kind)
+    def _shrink(self, payload: "_Payload") -> Optional[List["_Payload"]]:
+        """The smaller requests to send instead of one answered 413, or None."""
+        halves = payload.split()
+        if halves is not None:
+            self._count("requests_split")
+            return list(halves)
+        smaller = payload.truncated(max(1024, len(payload.body) // 2))
+        if smaller is None or len(smaller.body) >= len(payload.body):
+            return None
+        self._count_truncated(payload.kind)
+        return [smaller]
+
+    def _keep(self, payload: "_Payload") -> bool:
+        spool = self._spool
+        if spool is None:
+            self._count("requests_lost")
+            self._log_cause(
+                ("lost", payload.kind),
+                "error",
+                "Opik is unreachable and spooling is disabled (spool_directory=False): %s data was dropped.",
+                "span" if payload.kind == _SPANS else "trace-row",
+            )
             return False
-        stored = self._spool.append(kind, body, self._headers(kind))
+        stored = spool.append(payload.kind, payload.body, self._headers(payload.kind))
+        if stored:
+            self._count("requests_spooled")
+        else:
+            self._count("requests_lost")
         self._wake_replayer()
         return stored
 
-    def _report_refusal(self, kind: str, outcome: _Outcome) -> None:
-        message = describe_failure(outcome.status, outcome.error, self._endpoints[kind])
-        if outcome.status in _NOT_FOUND_STATUSES:
-            LOGGER.error("%s", message)
-        else:
-            LOGGER.warning("%s", message)
+    def _refuse(self, payload: "_Payload", outcome: _Outcome) -> None:
+        """A request Opik will never take: count it and say once what to do."""
+        self._count("requests_refused")
+        self._log_cause(
+            ("refused", payload.kind, outcome.status, type(outcome.error).__name__ if outcome.error else None),
+            "error" if outcome.status in (401, 403, 404, 405) else "warning",
+            "%s",
+            self._describe(payload.kind, outcome) + " The data of that request was dropped.",
+        )
+
+    def _describe(self, kind: str, outcome: _Outcome) -> str:
+        url = self._endpoints[kind]
+        if kind == _SPANS and self._via_collector and outcome.status in (401, 403, 404, 405):
+            if outcome.status in (401, 403):
+                return (
+                    f"The OTLP endpoint {redact_url(url)} rejected the request (HTTP {outcome.status}): "
+                    "check the headers= given for it (the collector adds Opik's credentials)."
+                )
+            return (
+                f"{redact_url(url)} is not an OTLP/HTTP traces endpoint (HTTP {outcome.status}): check "
+                "otlp_endpoint; it must be the full URL, e.g. http://collector:4318/v1/traces."
+            )
+        return describe_failure(outcome.status, outcome.error, url)
+
+    def _log_unreachable(self, kind: str, outcome: _Outcome) -> None:
+        cause = ("retry", kind, outcome.status, type(outcome.error).__name__ if outcome.error else None)
+        self._log_cause(cause, "warning", "%s", self._describe(kind, outcome))
+
+    def _log_cause(self, cause: Tuple[Any, ...], level: str, message: str, *args: Any) -> None:
+        """Log ``message`` at most once per interval for each distinct ``cause``.
+
+        Exception texts vary from one failure to the next (addresses, ports), so the
+        package filter, which compares whole messages, would let every one through.
+        """
+        now = time.monotonic()
+        with self._stats_lock:
+            last = self._logged_causes.get(cause)
+            if last is not None and now - last < DEFAULT_INTERVAL_SECONDS:
+                return
+            if len(self._logged_causes) > 256:
+                self._logged_causes.clear()
+            self._logged_causes[cause] = now
+        getattr(LOGGER, level)(message, *args)
 
     def _headers(self, kind: str) -> Dict[str, str]:
         return self._span_headers if kind == _SPANS else self._rest_headers
 
-    def _post(self, kind: str, body: bytes) -> _Outcome:
-        headers = self._headers(kind)
+    def _post(self, kind: str, body: bytes, headers: Optional[Mapping[str, str]] = None) -> _Outcome:
+        if headers is None:
+            headers = self._headers(kind)
         if kind == _SPANS and self._compression == "gzip":
             body = gzip.compress(body, compresslevel=6)
+        timeout = self._timeout
+        if self._closing.is_set():
+            remaining = self._closing_deadline - time.monotonic()
+            if remaining <= 0.05:
+                return _Outcome(None, error=requests.exceptions.Timeout("shutdown deadline reached"))
+            timeout = min(timeout, _CLOSING_TIMEOUT_SECONDS, remaining)
         try:
-            with self._session_lock:
-                response = self._session.post(
-                    self._endpoints[kind], data=body, headers=headers, timeout=self._timeout, verify=self._verify
-                )
+            response = self._session().post(
+                self._endpoints[kind], data=body, headers=headers, timeout=timeout, verify=self._verify
+            )
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             response.close()
-            return _Outcome(response.status_code, retry_after=retry_after)
+            outcome = _Outcome(response.status_code, retry_after=retry_after)
         except requests.RequestException as error:
-            return _Outcome(None, error=error)
+            outcome = _Outcome(None, error=error)
+        except Exception as error:  # e.g. an unreadable CA bundle: never escapes
+            outcome = _Outcome(None, error=error)
+        if outcome.ok:
+            self._count("requests_sent")
+        return outcome
+
+    def _session(self) -> requests.Session:
+        """A session per thread: the export thread never waits for the replayer's I/O."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            self._local.session = session
+            with self._stats_lock:
+                self._sessions.append(session)
+        return session
+
+    def _drain_sessions(self) -> List[requests.Session]:
+        with self._stats_lock:
+            sessions, self._sessions = self._sessions, []
+        return sessions
+
+    def _count(self, key: str, amount: int = 1) -> None:
+        with self._stats_lock:
+            self._stats[key] += amount
+
+    def _count_truncated(self, kind: str) -> None:
+        self._count("spans_truncated" if kind == _SPANS else "trace_rows_truncated")
+        self._log_cause(
+            ("truncated", kind),
+            "warning",
+            "A %s too large for one request to Opik (max_request_bytes=%d, or HTTP 413) had its largest "
+            "values truncated; each cut value ends with a '[truncated N bytes by opik_otel]' marker.",
+            "span" if kind == _SPANS else "trace row",
+            self._max_request_bytes,
+        )
 
     # --- spool replay -------------------------------------------------------------
 
     def _reset_process_state(self) -> None:
-        """(Re)create what a process cannot share with its parent after ``fork``."""
-        self._session = requests.Session()
-        self._session_lock = threading.Lock()
-        self._replay_wanted = threading.Event()
+        """(Re)create what a process cannot share with its parent after ``fork``.
+
+        Locks and events are new (a parent thread may have held them at the fork), the
+        HTTP sessions too (their pooled sockets belong to the parent); the spool gives
+        the child its own directory by itself.
+        """
+        stopped = getattr(self, "_stopped", None)
+        closing = getattr(self, "_closing", None)
+        self._stopped = threading.Event()  # shutdown(): nothing more is sent
+        self._closing = threading.Event()  # shutting down: no more retries, spool at once
+        if stopped is not None and stopped.is_set():
+            self._stopped.set()
+        if closing is not None and closing.is_set():
+            self._closing.set()
+        self._local = threading.local()
+        self._sessions: List[requests.Session] = []
+        self._stats_lock = threading.Lock()
+        self._stats: Counter = Counter()
+        self._logged_causes: Dict[Tuple[Any, ...], float] = {}
+        self._replayer_lock = threading.Lock()
+        self._wakeup = threading.Event()
         self._replayer: Optional[threading.Thread] = None
 
-    def _wake_replayer(self) -> None:
-        self._replay_wanted.set()
-        if self._shutdown.is_set():
+    def _wake_replayer(self, poke: bool = False) -> None:
+        if poke:
+            self._wakeup.set()
+        if self._stopped.is_set() or self._spool is None:
             return
-        replayer = self._replayer
-        if replayer is None or not replayer.is_alive():
-            self._replayer = threading.Thread(target=self._replay, name="OpikExporterReplay", daemon=True)
-            self._replayer.start()
+        with self._replayer_lock:
+            if self._replayer is None:
+                self._replayer = threading.Thread(target=self._replay, name="OpikExporterReplay", daemon=True)
+                self._replayer.start()
 
     def _replay(self) -> None:
+        from opentelemetry.context import attach, detach
+
+        token = attach(_suppressed_context())
+        try:
+            self._replay_loop()
+        except Exception:
+            LOGGER.error("The Opik spool replayer stopped unexpectedly.", exc_info=True)
+            with self._replayer_lock:
+                self._replayer = None
+        finally:
+            detach(token)
+
+    def _replay_loop(self) -> None:
         spool = self._spool
         assert spool is not None
-        attempt = 0
-        while not self._shutdown.is_set():
+        failures = 0
+        while not self._stopped.is_set():
             entry = spool.peek_oldest()
             if entry is None:
-                self._replay_wanted.clear()
-                if len(spool) == 0:
-                    return
+                with self._replayer_lock:
+                    if len(spool) == 0:
+                        self._replayer = None
+                        if failures:
+                            LOGGER.info("Opik answers again; the spool has been replayed.")
+                        return
                 continue
-            outcome = self._post(entry.kind, entry.body) if entry.kind in self._endpoints else _Outcome(400)
-            if outcome.ok or not outcome.retryable:
-                if not outcome.ok:
-                    self._report_refusal(entry.kind, outcome)
-                spool.remove(entry)
-                attempt = 0
+            self._wakeup.clear()
+            try:
+                outcome = self._replay_entry(spool, entry)
+            except Exception as error:  # keep replaying whatever happens
+                LOGGER.warning("Replaying a spooled request to Opik failed unexpectedly.", exc_info=True)
+                outcome = _Outcome(None, error=error)
+            if outcome is None:
+                failures = 0
                 continue
-            attempt += 1
-            self._shutdown.wait(REPLAY_RETRY_POLICY.delay(attempt, outcome.retry_after))
+            failures += 1
+            if failures == 1:
+                self._log_unreachable(entry.kind if entry.kind in _KINDS else _SPANS, outcome)
+            if outcome.retry_after is not None:
+                # The server chose the moment: wait that long whatever else happens.
+                self._stopped.wait(outcome.retry_after)
+            else:
+                # A force_flush() or shutdown since the attempt started cuts the wait short.
+                self._wakeup.wait(self._replay_policy.delay(failures))
+
+    def _replay_entry(self, spool: DiskSpool, entry: Any) -> Optional[_Outcome]:
+        """Send one spooled request; None when it is done with (delivered or refused)."""
+        if entry.kind not in _KINDS:
+            LOGGER.warning("Dropped a spooled request of unknown kind %r.", entry.kind)
+            spool.remove(entry)
+            return None
+        payload = _Payload(entry.kind, body=entry.body)
+        headers = self._replay_headers(entry.kind, entry.headers)
+        leftovers: List[_Payload] = []
+        outcome = self._replay_payload(payload, headers, leftovers)
+        if outcome is not None and leftovers == [payload]:
+            return outcome  # nothing changed: the record stays at the head of the spool
+        # Delivered, refused, or split with some pieces still to go: the pieces that are
+        # left go back to the spool in place of the record.
+        for piece in leftovers:
+            if not spool.append(piece.kind, piece.body, headers):
+                self._count("requests_lost")
+        spool.remove(entry)
+        return outcome
+
+    def _replay_payload(self, payload: "_Payload", headers: Mapping[str, str], leftovers: List["_Payload"]) -> Optional[_Outcome]:
+        outcome = self._post(payload.kind, payload.body, headers)
+        if outcome.ok:
+            self._count("requests_replayed")
+            return None
+        if outcome.status == 413:
+            pieces = self._shrink(payload)
+            if pieces is None:
+                self._refuse(payload, outcome)
+                return None
+            failure: Optional[_Outcome] = None
+            for piece in pieces:
+                if failure is not None:
+                    leftovers.append(piece)
+                else:
+                    failure = self._replay_payload(piece, headers, leftovers)
+            return failure
+        if not outcome.retryable(self._replay_policy):
+            self._refuse(payload, outcome)
+            return None
+        leftovers.append(payload)
+        return outcome
+
+    def _replay_headers(self, kind: str, stored: Mapping[str, str]) -> Dict[str, str]:
+        """Routing as recorded (the project the data belonged to), credentials and
+        encoding as configured now."""
+        current = self._headers(kind)
+        merged = {
+            name: value
+            for name, value in stored.items()
+            if name.lower() not in ("content-type", "content-encoding", "content-length")
+        }
+        for name, value in current.items():
+            if name.lower() in ("authorization", "content-type", "content-encoding") or name not in merged:
+                merged[name] = value
+        return merged
 
 
-_TOO_LARGE = object()
+# --- payloads: one request body, and how to make it smaller ---------------------------
 
 
-def _call_if_alive(method: "weakref.WeakMethod[Any]") -> Any:
-    def call() -> None:
-        bound = method()
-        if bound is not None:
-            bound()
+class _Payload:
+    """A request body of one kind, with the structured message it came from (or will
+    be parsed into, lazily, when it has to be split)."""
 
-    return call
+    __slots__ = ("kind", "_body", "_message")
+
+    def __init__(self, kind: str, *, body: Optional[bytes] = None, message: Any = None) -> None:
+        self.kind = kind
+        self._body = body
+        self._message = message
+
+    @property
+    def body(self) -> bytes:
+        if self._body is None:
+            if self.kind == _SPANS:
+                self._body = self._message.SerializeToString()
+            else:
+                self._body = _dump_json(self._message).encode("utf-8")
+        return self._body
+
+    def _parsed(self) -> Any:
+        if self._message is None:
+            try:
+                if self.kind == _SPANS:
+                    self._message = ExportTraceServiceRequest.FromString(self.body)
+                else:
+                    document = json.loads(self.body)
+                    if isinstance(document, dict) and isinstance(document.get("traces"), list):
+                        self._message = document
+            except (DecodeError, ValueError, UnicodeDecodeError, RecursionError):
+                self._message = None
+        return self._message
+
+    def split(self) -> Optional[Tuple["_Payload", "_Payload"]]:
+        message = self._parsed()
+        if message is None:
+            return None
+        if self.kind == _SPANS:
+            halves = _split_spans_request(message)
+            if halves is None:
+                return None
+            return _Payload(_SPANS, message=halves[0]), _Payload(_SPANS, message=halves[1])
+        rows = message["traces"]
+        if len(rows) < 2:
+            return None
+        middle = (len(rows) + 1) // 2
+        return (
+            _Payload(_TRACES, message={**message, "traces": rows[:middle]}),
+            _Payload(_TRACES, message={**message, "traces": rows[middle:]}),
+        )
+
+    def truncated(self, max_bytes: int) -> Optional["_Payload"]:
+        """A copy of a one-item payload whose largest values are cut to fit
+        ``max_bytes``; None when there is nothing to cut."""
+        message = self._parsed()
+        if message is None:
+            return None
+        if self.kind == _SPANS:
+            smaller = _truncate_spans_request(message, max_bytes)
+        else:
+            smaller = _truncate_rows_document(message, max_bytes)
+        return None if smaller is None else _Payload(self.kind, message=smaller)
+
+
+def _split_spans_request(request: ExportTraceServiceRequest) -> Optional[Tuple[ExportTraceServiceRequest, ExportTraceServiceRequest]]:
+    """Two requests with the first and second half of the spans, resource and scope kept."""
+    total = sum(len(scope.spans) for resource in request.resource_spans for scope in resource.scope_spans)
+    if total < 2:
+        return None
+    first_count = (total + 1) // 2
+    halves = (ExportTraceServiceRequest(), ExportTraceServiceRequest())
+    seen = 0
+    for resource in request.resource_spans:
+        resource_copies: Dict[int, Any] = {}
+        for scope in resource.scope_spans:
+            scope_copies: Dict[int, Any] = {}
+            for span in scope.spans:
+                half = 0 if seen < first_count else 1
+                seen += 1
+                if half not in scope_copies:
+                    if half not in resource_copies:
+                        target = halves[half].resource_spans.add()
+                        target.resource.CopyFrom(resource.resource)
+                        target.schema_url = resource.schema_url
+                        resource_copies[half] = target
+                    scope_copy = resource_copies[half].scope_spans.add()
+                    scope_copy.scope.CopyFrom(scope.scope)
+                    scope_copy.schema_url = scope.schema_url
+                    scope_copies[half] = scope_copy
+                scope_copies[half].spans.add().CopyFrom(span)
+    return halves
+
+
+def _truncate_spans_request(request: ExportTraceServiceRequest, max_bytes: int) -> Optional[ExportTraceServiceRequest]:
+    """Cut the largest string/bytes attribute values (span and event attributes, nested
+    ones included) of a request, largest first, until it fits ``max_bytes``.
+
+    Names, ids, links and the Opik linkage attributes are never touched. Each cut value
+    ends with :func:`~opik_otel.sizing.truncation_marker`.
+    """
+    result = ExportTraceServiceRequest()
+    result.CopyFrom(request)
+    excess = result.ByteSize() - max_bytes
+    if excess <= 0:
+        return None
+    leaves: List[Tuple[int, Any, bool]] = []
+    for resource in result.resource_spans:
+        for scope in resource.scope_spans:
+            for span in scope.spans:
+                for pair in span.attributes:
+                    if pair.key not in PROTECTED_ATTRIBUTES:
+                        _collect_any_leaves(pair.value, leaves, 0)
+                for event in span.events:
+                    for pair in event.attributes:
+                        if pair.key not in PROTECTED_ATTRIBUTES:
+                            _collect_any_leaves(pair.value, leaves, 0)
+    changed = False
+    for _size, value, is_text in sorted(leaves, key=lambda leaf: leaf[0], reverse=True):
+        if excess <= 0:
+            break
+        original = value.string_value.encode("utf-8") if is_text else value.bytes_value
+        cut = _cut_bytes(original, excess, is_text)
+        if cut is None:
+            continue
+        head, saved = cut
+        if is_text:
+            value.string_value = head.decode("utf-8")
+        else:
+            value.bytes_value = head
+        excess -= saved
+        changed = True
+    return result if changed else None
+
+
+def _collect_any_leaves(value: Any, leaves: List[Tuple[int, Any, bool]], depth: int) -> None:
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        leaves.append((len(value.string_value), value, True))
+    elif kind == "bytes_value":
+        leaves.append((len(value.bytes_value), value, False))
+    elif depth < _MAX_JSON_DEPTH and kind == "array_value":
+        for item in value.array_value.values:
+            _collect_any_leaves(item, leaves, depth + 1)
+    elif depth < _MAX_JSON_DEPTH and kind == "kvlist_value":
+        for pair in value.kvlist_value.values:
+            _collect_any_leaves(pair.value, leaves, depth + 1)
+
+
+def _cut_bytes(original: bytes, excess: int, is_text: bool) -> Optional[Tuple[bytes, int]]:
+    """``original`` cut to save about ``excess`` bytes, marker included, and the bytes
+    saved for sure; None when cutting would not save anything."""
+    marker_budget = len(truncation_marker(len(original)).encode("utf-8"))
+    keep = max(0, len(original) - excess - marker_budget)
+    if is_text:
+        while keep > 0 and original[keep] & 0xC0 == 0x80:
+            keep -= 1  # never split a UTF-8 character
+    marker = truncation_marker(len(original) - keep).encode("utf-8")
+    saved = len(original) - keep - len(marker)
+    if saved <= 0:
+        return None
+    return original[:keep] + marker, saved
+
+
+def _truncate_rows_document(document: Mapping[str, Any], max_bytes: int) -> Optional[Dict[str, Any]]:
+    """Cut the largest strings of a single trace row's input, output, metadata and
+    error info until the JSON body fits ``max_bytes``; ids, name and times are kept."""
+    rows = document.get("traces")
+    if not isinstance(rows, list) or len(rows) != 1 or not isinstance(rows[0], dict):
+        return None
+    result = {**document, "traces": [copy.deepcopy(rows[0])]}
+    row = result["traces"][0]
+    size = len(_dump_json(result).encode("utf-8"))
+    if size <= max_bytes:
+        return None
+    changed = False
+    for _round in range(3):
+        leaves: List[Tuple[Any, Any, str]] = []
+        for field in _ROW_TRUNCATABLE_FIELDS:
+            if field in row:
+                _collect_json_leaves(row, field, leaves, 0)
+        for container, key, text in sorted(leaves, key=lambda leaf: len(leaf[2]), reverse=True):
+            excess = size - max_bytes
+            if excess <= 0:
+                return result
+            encoded = len(json.dumps(text))
+            original_bytes = len(text.encode("utf-8", "surrogatepass"))
+            marker_budget = len(json.dumps(truncation_marker(original_bytes)))
+            if encoded <= marker_budget + 2:
+                continue
+            # Escapes make a character cost more than one byte; cut in proportion.
+            keep = max(0, int(len(text) * (encoded - excess - marker_budget) / encoded))
+            if keep >= len(text):
+                continue
+            cut = text[keep:].encode("utf-8", "surrogatepass")
+            container[key] = text[:keep] + truncation_marker(len(cut))
+            changed = True
+            size = len(_dump_json(result).encode("utf-8"))
+        if size <= max_bytes:
+            break
+    return result if changed else None
+
+
+def _collect_json_leaves(container: Any, key: Any, leaves: List[Tuple[Any, Any, str]], depth: int) -> None:
+    value = container[key]
+    if isinstance(value, str):
+        leaves.append((container, key, value))
+    elif depth < _MAX_JSON_DEPTH and isinstance(value, dict):
+        for inner in list(value):
+            _collect_json_leaves(value, inner, leaves, depth + 1)
+    elif depth < _MAX_JSON_DEPTH and isinstance(value, list):
+        for index in range(len(value)):
+            _collect_json_leaves(value, index, leaves, depth + 1)
+
+
+def _dump_json(document: Any) -> str:
+    """JSON Opik's Java backend parses: no NaN/Infinity, anything odd as a string."""
+    try:
+        return json.dumps(document, allow_nan=False, default=str)
+    except (ValueError, TypeError, RecursionError):
+        return json.dumps(_json_safe(document, 0), allow_nan=False, default=str)
+
+
+def _json_safe(value: Any, depth: int) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if depth >= _MAX_JSON_DEPTH:
+        return str(value)
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item, depth + 1) for item in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+# --- making spans sendable ------------------------------------------------------------
+
+
+def _id_fixes(attributes: Mapping[str, Any], changes: Dict[str, Any]) -> None:
+    """Opik ids written in canonical form; invalid ones left out (Opik would ignore them
+    with a warning, and a wrong spelling must never be stored)."""
+    for key in _ID_ATTRIBUTES:
+        if key in attributes:
+            value = attributes[key]
+            canonical = canonical_uuid_v7(value)
+            if canonical is None:
+                changes[key] = None
+                LOGGER.warning("Span attribute '%s' is not a UUIDv7 string; it is left out of the export.", key)
+            elif canonical is not value:
+                changes[key] = canonical
+
+
+def _value_fixes(attributes: Mapping[str, Any], changes: Dict[str, Any]) -> None:
+    """Values the OTLP encoder would fail on (lone surrogates, ints beyond 64 bits)."""
+    for key, value in attributes.items():
+        if key not in changes and _needs_fix(value):
+            changes[key] = _fixed(value)
+
+
+def _needs_fix(value: Any) -> bool:
+    kind = type(value)
+    if kind is str:
+        if value.isascii():
+            return False
+        try:
+            value.encode("utf-8")
+            return False
+        except UnicodeEncodeError:
+            return True
+    if kind is int:
+        return not _INT64_MIN <= value <= _INT64_MAX
+    if kind is tuple or kind is list:
+        return any(_needs_fix(item) for item in value)
+    return False
+
+
+def _fixed(value: Any) -> Any:
+    kind = type(value)
+    if kind is str:
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if kind is int:
+        return str(value)
+    if kind is tuple or kind is list:
+        return tuple(_fixed(item) for item in value)
+    return value
+
+
+def _sendable_span(span: ReadableSpan, changes: Dict[str, Any]) -> ReadableSpan:
+    """``span`` with attribute ``changes`` (None removes) and any unencodable name,
+    status description or event attribute repaired."""
+    name = span.name
+    name_fixed = isinstance(name, str) and _needs_fix(name)
+    events = None
+    for index, event in enumerate(span.events or ()):
+        event_attributes = event.attributes or {}
+        event_name = event.name
+        fixes = {key: _fixed(value) for key, value in event_attributes.items() if _needs_fix(value)}
+        if fixes or _needs_fix(event_name):
+            if events is None:
+                events = list(span.events)
+            events[index] = Event(_fixed(event_name), {**event_attributes, **fixes}, event.timestamp)
+    description = span.status.description if span.status is not None else None
+    status_fixed = isinstance(description, str) and _needs_fix(description)
+    if not changes and not name_fixed and events is None and not status_fixed:
+        return span
+    attributes = None
+    if changes:
+        attributes = dict(span.attributes or {})
+        for key, value in changes.items():
+            if value is None:
+                attributes.pop(key, None)
+            else:
+                attributes[key] = value
+    result = copy_span(span, attributes=attributes, events=tuple(events) if events is not None else None)
+    if name_fixed or status_fixed:
+        result = ReadableSpan(
+            name=_fixed(name),
+            context=result.context,
+            parent=result.parent,
+            resource=result.resource,
+            attributes=result.attributes,
+            events=result.events,
+            links=result.links,
+            kind=result.kind,
+            status=Status(span.status.status_code, _fixed(description)) if status_fixed else result.status,
+            start_time=result.start_time,
+            end_time=result.end_time,
+            instrumentation_scope=result.instrumentation_scope,
+        )
+    return result
 
 
 def _invalid_usage_removals(attributes: Mapping[str, Any]) -> Dict[str, Any]:
@@ -399,7 +1110,7 @@ def _invalid_usage_removals(attributes: Mapping[str, Any]) -> Dict[str, Any]:
         if type(value) is str and key.startswith(_USAGE_PREFIX):
             try:
                 json.loads(value)
-            except ValueError:
+            except (ValueError, RecursionError):
                 LOGGER.warning(
                     "Span attribute '%s' is a string that is not JSON; Opik would refuse the "
                     "whole batch for it, so it is left out.",
@@ -409,12 +1120,155 @@ def _invalid_usage_removals(attributes: Mapping[str, Any]) -> Dict[str, Any]:
     return removals
 
 
-def _validated_endpoint(endpoint: str) -> str:
+def _suppressed_context() -> Any:
+    """A context in which instrumented HTTP clients create no spans of their own."""
+    from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY, _SUPPRESS_INSTRUMENTATION_KEY, set_value
+
+    return set_value(_SUPPRESS_HTTP_INSTRUMENTATION_KEY, True, set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+
+
+def _call_if_alive(method: "weakref.WeakMethod[Any]") -> Callable[[], None]:
+    def call() -> None:
+        bound = method()
+        if bound is not None:
+            bound()
+
+    return call
+
+
+# --- validating settings ----------------------------------------------------------------
+
+
+def _positive_number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{name} must be a number of seconds, not {type(value).__name__}.")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigurationError(f"{name} must be a positive, finite number of seconds, not {value!r}.")
+    return float(value)
+
+
+def _integer(name: str, value: Any, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"{name} must be an integer, not {type(value).__name__}.")
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be at least {minimum}, not {value}.")
+    return value
+
+
+def _path_setting(name: str, value: Any) -> str:
+    try:
+        path = os.fspath(value)
+    except TypeError:
+        raise ConfigurationError(f"{name} must be a path (str or os.PathLike), not {type(value).__name__}.") from None
+    if not isinstance(path, str) or not path.strip() or "\x00" in path:
+        raise ConfigurationError(f"{name} must be a non-empty text path, not {path!r}.")
+    return os.path.expanduser(path)
+
+
+def _validated_verify(verify: Any) -> Union[bool, str]:
+    if isinstance(verify, bool):
+        return verify
+    if isinstance(verify, (str, os.PathLike)):
+        path = _path_setting("verify", verify)
+        if not (os.path.isfile(path) or os.path.isdir(path)):
+            raise ConfigurationError(
+                f"verify={path!r} is neither a CA bundle file nor a directory of certificates; give the "
+                "path of the PEM file that signed Opik's certificate, or True to use the system's CAs."
+            )
+        return path
+    raise ConfigurationError(f"verify must be True, False or the path of a CA bundle, not {type(verify).__name__}.")
+
+
+def _validated_policy(name: str, policy: Any, default: RetryPolicy) -> RetryPolicy:
+    if policy is None:
+        return default
+    if not isinstance(policy, RetryPolicy):
+        raise ConfigurationError(f"{name} must be an opik_otel.retry.RetryPolicy, not {type(policy).__name__}.")
+    return policy
+
+
+def _validated_tags(tags: Any) -> List[str]:
+    if tags is None:
+        return []
+    if isinstance(tags, (str, bytes)) or not isinstance(tags, (list, tuple, set, frozenset)):
+        raise ConfigurationError(f"tags must be a list of strings, not {type(tags).__name__}.")
+    result = []
+    for tag in tags:
+        if not isinstance(tag, str):
+            raise ConfigurationError(f"tags must be strings; got {type(tag).__name__}.")
+        if _needs_fix(tag):
+            raise ConfigurationError(f"tag {tag!r} is not valid Unicode text.")
+        result.append(tag)
+    return result
+
+
+def _validated_metadata(metadata: Any) -> Dict[str, Any]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise ConfigurationError(f"metadata must be a mapping, not {type(metadata).__name__}.")
+    result = {}
+    for key, value in metadata.items():
+        if not isinstance(key, str) or _needs_fix(key):
+            raise ConfigurationError(f"metadata keys must be text strings; got {key!r}.")
+        result[key] = value
+    try:
+        json.loads(_dump_json(result))
+    except Exception:
+        raise ConfigurationError("metadata must be JSON-serialisable.") from None
+    return result
+
+
+def _validated_thread_id(thread_id: Any) -> Optional[str]:
+    if thread_id is None:
+        return None
+    if isinstance(thread_id, int) and not isinstance(thread_id, bool):
+        return str(thread_id)
+    if not isinstance(thread_id, str) or _needs_fix(thread_id):
+        raise ConfigurationError(f"thread_id must be a string, not {type(thread_id).__name__}.")
+    return thread_id.strip() or None
+
+
+def _validated_headers(headers: Any) -> Dict[str, str]:
+    """Extra headers, refused at setup when they could not be sent or could inject
+    headers (CR/LF), instead of failing every request later."""
+    if headers is None:
+        return {}
+    if not isinstance(headers, Mapping):
+        raise ConfigurationError(f"headers must be a mapping of names to values, not {type(headers).__name__}.")
+    result: Dict[str, str] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME(name):
+            raise ConfigurationError(
+                f"Header name {name!r} is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~ only)."
+            )
+        if name.lower() in _RESERVED_HEADERS:
+            raise ConfigurationError(f"Header {name!r} is set by the exporter itself and cannot be given in headers=.")
+        secret = any(marker in name.lower() for marker in _SECRET_HEADER_MARKERS)
+        _validate_header_value(value, setting=f"the value of header {name!r}", secret=secret)
+        result[name] = value
+    return result
+
+
+def _validated_endpoint(endpoint: Any) -> str:
+    if not isinstance(endpoint, str):
+        raise ConfigurationError(f"otlp_endpoint must be a URL string, not {type(endpoint).__name__}.")
     if not endpoint.startswith(("http://", "https://")):
         raise ConfigurationError(
             f"otlp_endpoint must be an OTLP/HTTP URL such as http://localhost:4318/v1/traces, "
             f"not {redact_url(endpoint)!r} (Opik has no gRPC ingest)."
         )
+    if any(ch.isspace() or not ch.isprintable() or ord(ch) > 0x7E for ch in endpoint):
+        raise ConfigurationError("otlp_endpoint contains spaces, control or non-ASCII characters.")
+    try:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(endpoint)
+        parts.port  # noqa: B018 - raises for a bad port
+    except ValueError as error:
+        raise ConfigurationError(f"otlp_endpoint cannot be parsed ({error}).") from None
+    if not parts.hostname:
+        raise ConfigurationError("otlp_endpoint must name a host, e.g. http://localhost:4318/v1/traces.")
     return endpoint
 
 

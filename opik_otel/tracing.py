@@ -1,14 +1,21 @@
 """``configure()``: OTel tracing that lands in Opik, in one call."""
 
-import atexit
-import weakref
+import time
 from typing import Any, Mapping, Optional, Sequence
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from ._logging import get_logger
+from .batching import (
+    DEFAULT_EXIT_TIMEOUT_MILLIS,
+    DEFAULT_MAX_EXPORT_BATCH_SIZE,
+    DEFAULT_MAX_QUEUE_SIZE,
+    DEFAULT_SCHEDULE_DELAY_MILLIS,
+    OpikBatchSpanProcessor,
+    validate_batching_options,
+)
+from .config import ConfigurationError
 from .exporter import OpikExporter
 from .processor import OpikSpanProcessor
 
@@ -22,7 +29,7 @@ class OpikTracing:
         self,
         tracer_provider: TracerProvider,
         exporter: Optional[OpikExporter],
-        span_processor: Optional[BatchSpanProcessor],
+        span_processor: Optional[OpikBatchSpanProcessor],
     ) -> None:
         self.tracer_provider = tracer_provider
         self.exporter = exporter
@@ -32,21 +39,31 @@ class OpikTracing:
         return f"OpikTracing(exporter={self.exporter!r})"
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Export every finished span now and wait for delivery (or the spool)."""
+        """Export every finished span now and wait until Opik has it, at most
+        ``timeout_millis`` in all.
+
+        Returns ``False`` when time ran out (for instance while Opik is down: the spans
+        are then in the spool, and replayed once Opik answers).
+        """
         if self.span_processor is None or self.exporter is None:
             return True
+        deadline = time.monotonic() + max(0.0, timeout_millis / 1000)
         try:
-            return bool(self.span_processor.force_flush(timeout_millis)) and self.exporter.force_flush(timeout_millis)
+            if not self.span_processor.force_flush(timeout_millis):
+                return False
+            remaining = max(0.0, (deadline - time.monotonic()) * 1000)
+            return self.exporter.force_flush(int(remaining))
         except Exception:
             LOGGER.warning("Flushing spans to Opik failed.", exc_info=True)
             return False
 
     def shutdown(self, timeout_millis: int = 30000) -> None:
-        """Flush, then stop exporting; spans that could not be sent stay spooled on disk."""
+        """Export what is queued, then stop, within ``timeout_millis``; spans that
+        could not be sent stay spooled on disk for the next run."""
         if self.span_processor is None:
             return
         try:
-            self.span_processor.shutdown()
+            self.span_processor.shutdown(timeout_millis)
         except Exception:
             LOGGER.warning("Shutting down the Opik exporter failed.", exc_info=True)
 
@@ -63,9 +80,10 @@ def configure(
     otlp_endpoint: Optional[str] = None,
     tracer_provider: Optional[TracerProvider] = None,
     mint_root_ids: bool = True,
-    max_queue_size: int = 2048,
-    schedule_delay_millis: float = 1000,
-    max_export_batch_size: int = 512,
+    max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
+    schedule_delay_millis: float = DEFAULT_SCHEDULE_DELAY_MILLIS,
+    max_export_batch_size: int = DEFAULT_MAX_EXPORT_BATCH_SIZE,
+    exit_timeout_millis: float = DEFAULT_EXIT_TIMEOUT_MILLIS,
     **exporter_options: Any,
 ) -> OpikTracing:
     """Set up OTel tracing that lands in Opik: linkage processor plus batched export.
@@ -74,7 +92,15 @@ def configure(
     ``TracerProvider``, else creates one and registers it globally. Every local root
     span gets an Opik trace id at start (``mint_root_ids``), so
     ``get_distributed_trace_headers()`` and ``get_opik_trace_id()`` work in OTel-first
-    services, and the exporter creates those traces' rows. Spans are flushed at exit.
+    services, and the exporter creates those traces' rows.
+
+    Spans are batched by :class:`~opik_otel.batching.OpikBatchSpanProcessor`: the
+    application's threads only append to a bounded queue (``max_queue_size``; a full
+    queue drops new spans, counted and logged once a minute); a background thread
+    exports every ``schedule_delay_millis`` in batches of ``max_export_batch_size``.
+    At interpreter exit (and at the end of a ``multiprocessing`` child) the queue is
+    flushed for at most ``exit_timeout_millis``; what Opik cannot take then waits in
+    the spool for the next run.
 
     Settings follow the Opik SDK (arguments > ``OPIK_*`` env > ``~/.opik.config``);
     ``otlp_endpoint`` sends spans through an OTLP/HTTP endpoint such as an
@@ -84,6 +110,11 @@ def configure(
     Raises:
         ConfigurationError: the settings cannot work; the message says what to fix.
     """
+    if tracer_provider is not None and not isinstance(tracer_provider, TracerProvider):
+        raise ConfigurationError(
+            f"tracer_provider must be an opentelemetry.sdk.trace.TracerProvider, not {type(tracer_provider).__name__}."
+        )
+    validate_batching_options(max_queue_size, schedule_delay_millis, max_export_batch_size, exit_timeout_millis)
     exporter = OpikExporter(
         url,
         api_key,
@@ -102,16 +133,16 @@ def configure(
         return OpikTracing(provider, None, None)
 
     provider.add_span_processor(OpikSpanProcessor(mint_root_ids=mint_root_ids))
-    batch = BatchSpanProcessor(
+    batch = OpikBatchSpanProcessor(
         exporter,
         max_queue_size=max_queue_size,
         schedule_delay_millis=schedule_delay_millis,
         max_export_batch_size=max_export_batch_size,
+        exit_timeout_millis=exit_timeout_millis,
     )
     provider.add_span_processor(batch)
-    tracing = OpikTracing(provider, exporter, batch)
-    atexit.register(_flush_at_exit, weakref.ref(tracing))
-    return tracing
+    # The processor flushes at exit (bounded by exit_timeout_millis) by itself.
+    return OpikTracing(provider, exporter, batch)
 
 
 def _global_sdk_provider() -> TracerProvider:
@@ -126,9 +157,3 @@ def _global_sdk_provider() -> TracerProvider:
             "Pass tracer_provider= to configure() to choose."
         )
     return provider
-
-
-def _flush_at_exit(reference: "weakref.ref[OpikTracing]") -> None:
-    tracing = reference()
-    if tracing is not None:
-        tracing.force_flush(timeout_millis=5000)
