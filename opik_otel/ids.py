@@ -62,13 +62,15 @@ def canonical_uuid_v7(value: Any) -> Optional[str]:
 
     Accepts whatever Python's ``uuid.UUID`` accepts (upper case, no hyphens, ``{...}``,
     ``urn:uuid:``) as long as the version is 7 and the variant is RFC 4122; anything
-    that is not a ``str`` is rejected, and so are surrounding spaces.
+    that is not a ``str`` is rejected, and so is any whitespace, surrounding or inner.
     """
     if not isinstance(value, str):
         return None
     if _CANONICAL_V7(value):
         return value
-    if value != value.strip():
+    # Whitespace anywhere fails: ``uuid.UUID`` lets ``int()`` skip it, so a space
+    # inside ``{ ...}`` or after ``urn:uuid:`` would pad a 31-digit id into a valid one.
+    if value.split() != [value]:
         return None
     try:
         parsed = uuid.UUID(value)

@@ -1,0 +1,234 @@
+"""Tests for opik_otel.ids: minting and canonicalising Opik's UUIDv7 ids."""
+
+import re
+import time
+import uuid
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from opik_otel.ids import canonical_uuid_v7, format_uuid, generate_id, is_valid_uuid_v7, uuid_v7_int
+
+CANONICAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+SAMPLE = "0192f5e0-7b3c-7d4e-8f5a-1b2c3d4e5f6a"
+# SAMPLE without its leading zero: uuid.UUID lets int() skip a space in front of it, so
+# " " + SHORT, "{ " + SHORT + "}" and "urn:uuid: " + SHORT all parse as SAMPLE in Python.
+SHORT = SAMPLE.replace("-", "")[1:]
+
+
+def assert_canonical_v7(value):
+    assert isinstance(value, str)
+    parsed = uuid.UUID(value)
+    assert parsed.version == 7
+    assert parsed.variant == uuid.RFC_4122
+    assert str(parsed) == value
+    assert CANONICAL.fullmatch(value)
+
+
+# --- generate_id --------------------------------------------------------------------------
+
+
+def test_generate_id_is_canonical_v7_and_unique():
+    ids = [generate_id() for _ in range(2000)]
+    for value in ids:
+        assert_canonical_v7(value)
+    assert len(set(ids)) == len(ids)
+
+
+def test_generate_id_embeds_the_current_time():
+    before = time.time_ns() // 1_000_000
+    value = generate_id()
+    after = time.time_ns() // 1_000_000
+    assert before <= uuid.UUID(value).int >> 80 <= after
+
+
+@pytest.mark.parametrize(
+    "timestamp_ms", [0, 1, 1_700_000_000_123, 0xFFFF, 0x1_0000, 0xFFFF_FFFF_FFFF, 0x0123_4567_89AB]
+)
+def test_generate_id_embeds_a_given_timestamp(timestamp_ms):
+    value = generate_id(timestamp_ms)
+    assert_canonical_v7(value)
+    assert uuid.UUID(value).int >> 80 == timestamp_ms
+
+
+@given(st.integers(min_value=0, max_value=0xFFFF_FFFF_FFFF))
+def test_generate_id_property(timestamp_ms):
+    value = generate_id(timestamp_ms)
+    assert_canonical_v7(value)
+    assert uuid.UUID(value).int >> 80 == timestamp_ms
+
+
+def test_generate_id_ids_sort_by_time():
+    assert generate_id(1_000) < generate_id(1_001) < generate_id(2_000_000_000_000)
+
+
+@given(st.integers(0, 0xFFFF_FFFF_FFFF), st.integers(0, (1 << 74) - 1))
+def test_uuid_v7_int_and_format_uuid(timestamp_ms, random_bits):
+    value = format_uuid(uuid_v7_int(timestamp_ms, random_bits))
+    assert_canonical_v7(value)
+    assert uuid.UUID(value).int >> 80 == timestamp_ms
+
+
+# --- canonical_uuid_v7 --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        SAMPLE,
+        SAMPLE.upper(),
+        SAMPLE.replace("-", ""),
+        SAMPLE.upper().replace("-", ""),
+        "{" + SAMPLE + "}",
+        "{" + SAMPLE.upper() + "}",
+        "urn:uuid:" + SAMPLE,
+        "urn:uuid:" + SAMPLE.upper(),
+    ],
+)
+def test_accepted_spellings_become_canonical(spelling):
+    assert canonical_uuid_v7(spelling) == SAMPLE
+    assert is_valid_uuid_v7(spelling)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        " " + SAMPLE,
+        SAMPLE + " ",
+        "\t" + SAMPLE + "\n",
+        "{ " + SAMPLE + "}",
+        "{" + SAMPLE + " }",
+        "urn:uuid: " + SAMPLE,
+        " " + SHORT,
+        "\t" + SHORT,
+        "{ " + SHORT + "}",
+        "{\n" + SHORT + "}",
+        "urn:uuid: " + SHORT,
+        "urn:uuid:\u3000" + SHORT,
+        SHORT,
+        SAMPLE[:-1],
+        SAMPLE + "0",
+        SAMPLE.replace("-", "_"),
+        "",
+        "not-a-uuid",
+        str(uuid.uuid1()),
+        str(uuid.uuid3(uuid.NAMESPACE_DNS, "opik")),
+        str(uuid.uuid4()),
+        str(uuid.uuid5(uuid.NAMESPACE_DNS, "opik")),
+        "0192f5e0-7b3c-8d4e-8f5a-1b2c3d4e5f6a",  # version 8
+        "00000000-0000-0000-0000-000000000000",
+        "0192f5e0-7b3c-7d4e-0f5a-1b2c3d4e5f6a",  # version nibble 7, NCS variant
+        "0192f5e0-7b3c-7d4e-cf5a-1b2c3d4e5f6a",  # version nibble 7, Microsoft variant
+    ],
+)
+def test_rejected_strings(value):
+    assert canonical_uuid_v7(value) is None
+    assert not is_valid_uuid_v7(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, 7, 7.0, True, b"0192f5e0-7b3c-7d4e-8f5a-1b2c3d4e5f6a", uuid.UUID(SAMPLE), [SAMPLE], (SAMPLE,), {SAMPLE: SAMPLE}],
+)
+def test_non_strings_are_rejected(value):
+    assert canonical_uuid_v7(value) is None
+    assert not is_valid_uuid_v7(value)
+
+
+# --- properties ---------------------------------------------------------------------------
+
+# Text close to UUIDs, so the accepting paths are exercised and not only the rejecting ones.
+uuid_like_text = st.text(alphabet="0123456789abcdefABCDEF-{}urnid: 7_x+\t", min_size=30, max_size=46)
+
+
+def v7_spellings():
+    def spell(number, style):
+        value = str(uuid.UUID(int=number))
+        return {
+            "canonical": value,
+            "upper": value.upper(),
+            "hex": value.replace("-", ""),
+            "braces": "{" + value + "}",
+            "urn": "urn:uuid:" + value,
+        }[style]
+
+    numbers = st.builds(uuid_v7_int, st.integers(0, 0xFFFF_FFFF_FFFF), st.integers(0, (1 << 74) - 1))
+    return st.builds(spell, numbers, st.sampled_from(["canonical", "upper", "hex", "braces", "urn"]))
+
+
+def test_python_itself_accepts_the_padded_short_forms():
+    # Why the whitespace rule is needed on top of uuid.UUID (keeps the cases above honest).
+    for value in (" " + SHORT, "{ " + SHORT + "}", "urn:uuid: " + SHORT):
+        assert str(uuid.UUID(value)) == SAMPLE
+
+
+def padded_short_forms():
+    """v7 ids whose first digit is 0, written without it behind a whitespace character."""
+    numbers = st.builds(uuid_v7_int, st.integers(0, (1 << 44) - 1), st.integers(0, (1 << 74) - 1))
+    return st.builds(
+        lambda number, space, wrap: wrap.format(space + f"{number:032x}"[1:]),
+        numbers,
+        st.sampled_from([" ", "\t", "\n", "\u00a0", "\u2003"]),
+        st.sampled_from(["{}", "{{{}}}", "urn:uuid:{}", "{}", "{{{}}}"]),
+    )
+
+
+def python_says_v7(value):
+    """The reference check of contract §6, plus its rule that whitespace fails."""
+    if not isinstance(value, str) or value.split() != [value]:
+        return False
+    try:
+        return uuid.UUID(value).version == 7
+    except ValueError:
+        return False
+
+
+def check_canonical_result(value):
+    result = canonical_uuid_v7(value)  # must not raise
+    if result is not None:
+        assert isinstance(result, str)
+        assert uuid.UUID(result).version == 7
+        assert str(uuid.UUID(result)) == result
+    return result
+
+
+@settings(max_examples=300)
+@given(st.one_of(st.text(), uuid_like_text, v7_spellings(), padded_short_forms()))
+def test_canonical_uuid_v7_on_arbitrary_text(value):
+    result = check_canonical_result(value)
+    assert (result is not None) == python_says_v7(value)
+    if result is not None:
+        assert uuid.UUID(result) == uuid.UUID(value)
+
+
+@given(padded_short_forms())
+def test_whitespace_padded_short_forms_are_rejected(value):
+    assert canonical_uuid_v7(value) is None
+
+
+@given(v7_spellings())
+def test_every_v7_spelling_is_accepted(value):
+    assert canonical_uuid_v7(value) == str(uuid.UUID(value))
+
+
+@settings(max_examples=300)
+@given(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(allow_nan=True),
+        st.binary(),
+        st.text(),
+        st.lists(st.text(), max_size=3),
+        st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+        st.builds(uuid.UUID, st.uuids().map(str)),
+        v7_spellings().map(lambda s: s.encode()),
+        v7_spellings().map(lambda s: [s]),
+    )
+)
+def test_canonical_uuid_v7_on_arbitrary_objects(value):
+    result = check_canonical_result(value)
+    if not isinstance(value, str):
+        assert result is None
