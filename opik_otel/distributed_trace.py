@@ -82,14 +82,17 @@ def _find_headers(headers: Any, names: Tuple[str, ...]) -> List[Optional[str]]:
 
 
 def _first_of_joined(value: Optional[str], header: str) -> Optional[str]:
-    """Take the first element of a comma-joined value.
+    """Take the first non-blank element of a comma-joined value.
 
     WSGI servers that keep underscores map ``opik_trace_id`` and ``opik-trace-id`` to
-    the same ``HTTP_OPIK_TRACE_ID`` variable and join both values with a comma.
+    the same ``HTTP_OPIK_TRACE_ID`` variable and join both values with a comma; one of
+    them may be empty.
     """
     if not value or "," not in value:
         return value
-    elements = [element.strip() for element in value.split(",")]
+    elements = [element for element in (part.strip() for part in value.split(",")) if element]
+    if not elements:
+        return ""
     first = elements[0]
     if any(canonical_uuid_v7(e) != canonical_uuid_v7(first) for e in elements[1:]):
         LOGGER.warning(

@@ -673,3 +673,12 @@ def test_baggage_round_trip_through_w3c_propagators_links_downstream(tracer, exp
 def test_generated_ids_are_accepted_by_extract():
     trace_id, parent_id = generate_id(), generate_id()
     assert extract({TRACE_HEADER: trace_id, PARENT_HEADER: parent_id}) == expect(trace_id, parent_id)
+
+
+def test_comma_joined_value_with_a_blank_element_uses_the_non_blank_one(caplog):
+    trace_id = generate_id()
+    for joined in (f",{trace_id}", f"{trace_id},", f" , {trace_id} ,"):
+        caplog.clear()
+        result = extract_opik_distributed_trace_attributes({"HTTP_OPIK_TRACE_ID": joined})
+        assert result is not None and result.opik_trace_id == trace_id
+        assert not caplog.records
