@@ -84,6 +84,8 @@ DEFAULT_MAX_BODY_BYTES = 512 * 1024 * 1024
 API_PREFIX = "/api"
 OTLP_TRACES_PATH = "/api/v1/private/otel/v1/traces"
 OTLP_METRICS_PATH = "/api/v1/private/otel/v1/metrics"
+# The Opik SDK checks this before flushing and at exit.
+HEALTH_PATH = "/api/is-alive/ping"
 TRACES_BATCH_PATH = "/api/v1/private/traces/batch"
 SPANS_BATCH_PATH = "/api/v1/private/spans/batch"
 _WRITE_PATHS = (OTLP_TRACES_PATH, TRACES_BATCH_PATH, SPANS_BATCH_PATH)
@@ -910,6 +912,8 @@ class LocalOpik:
         self, handler: _Handler, path: str, project: str, workspace: str, body_size: List[int]
     ) -> _Response:
         method = handler.command
+        if path == HEALTH_PATH and method == "GET":
+            return _Response(200, "")
         if path == OTLP_METRICS_PATH and method == "POST":
             self._drain(handler)
             return _Response(501, "Opik ingests OTLP traces only; metrics are not supported")

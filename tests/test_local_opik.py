@@ -675,3 +675,9 @@ def test_main_prints_url_and_trees_on_ctrl_c():
             proc.kill()
     assert proc.returncode == 0
     assert "trace 'demo-root'" in out and "  - demo-root (" in out
+
+
+def test_answers_the_opik_sdk_health_check():
+    with LocalOpik() as opik:
+        response = requests.get(f"{opik.url}/is-alive/ping", timeout=5)
+        assert response.status_code == 200
