@@ -109,7 +109,15 @@ def pre_instrument() -> None:
                     _OTEL_TRACES_EXPORTER,
                 )
                 return
-            OpikConfigurator().configure(auto_instrumentation_version=_auto_instrumentation_version())
+            try:
+                OpikConfigurator().configure(auto_instrumentation_version=_auto_instrumentation_version())
+            except Exception:
+                # It may have failed after setting the provider (an exporter that
+                # cannot start): the processor still goes on whatever provider is there.
+                LOGGER.warning(
+                    "Could not configure the OpenTelemetry SDK from the OTEL_* variables.",
+                    exc_info=True,
+                )
             provider = trace.get_tracer_provider()
         if not register_span_processor(provider):
             LOGGER.warning(

@@ -304,3 +304,20 @@ def test_pre_instrument_never_raises(monkeypatch, caplog):
 def test_pre_instrument_entry_point():
     (entry_point,) = entry_points(group="opentelemetry_pre_instrument", name="opik")
     assert entry_point.load() is pre_instrument
+
+
+def test_pre_instrument_registers_the_processor_even_when_an_exporter_fails(monkeypatch, caplog):
+    """The SDK set the provider, then an exporter failed: linkage must still work."""
+    provider = TracerProvider()
+    current = [ProxyTracerProvider()]
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "opik")
+    monkeypatch.setattr("opik_otel.auto.trace.get_tracer_provider", lambda: current[0])
+
+    def failing_configure(self, **kwargs):
+        current[0] = provider
+        raise RuntimeError("exporter could not start")
+
+    monkeypatch.setattr(OpikConfigurator, "_configure", failing_configure)
+    pre_instrument()
+    assert has_opik_span_processor(provider)
+    assert any("Could not configure the OpenTelemetry SDK" in r.getMessage() for r in caplog.records)
