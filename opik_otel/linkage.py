@@ -141,8 +141,10 @@ def resolve_linkage(context: Optional[Context]) -> Optional[Linkage]:
         context = get_current()
     parent = context.get(_SPAN_KEY)
     if parent is not None:
-        attributes = span_attributes(parent)
-        # has_opik_signal() inlined here and below: this is the per-span hot path.
+        # span_attributes() and has_opik_signal() inlined: this is the per-span hot path
+        # (paying for the propagated-linkage lookup below).
+        store = getattr(parent, "_attributes", None)
+        attributes = store._dict if type(store) is BoundedAttributes else span_attributes(parent)
         if OPIK_TRACE_ID in attributes or OPIK_SPAN_ID in attributes:
             return parent_span_linkage(attributes)
     propagated = context.get(PROPAGATED_LINKAGE_KEY)
