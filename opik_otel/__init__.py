@@ -13,6 +13,7 @@ Client side, pass the current trace on::
 """
 
 from .attributes import OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
+from .auto import register_span_processor
 from .config import ConfigurationError, OpikConfig, resolve_config
 from .distributed_trace import (
     attach_to_parent,
@@ -24,6 +25,7 @@ from .distributed_trace import (
 from .exporter import OpikExporter
 from .ids import generate_id, is_valid_uuid_v7
 from .processor import OpikSpanProcessor
+from .propagator import OpikBaggagePropagator, OpikPropagator
 from .tracing import OpikTracing, configure
 from .types import OpikDistributedTraceAttributes
 
@@ -32,9 +34,11 @@ __all__ = [
     "OPIK_SPAN_ID",
     "OPIK_TRACE_ID",
     "ConfigurationError",
+    "OpikBaggagePropagator",
     "OpikConfig",
     "OpikDistributedTraceAttributes",
     "OpikExporter",
+    "OpikPropagator",
     "OpikSpanProcessor",
     "OpikTracing",
     "attach_to_parent",
@@ -45,5 +49,6 @@ __all__ = [
     "get_distributed_trace_headers",
     "get_opik_trace_id",
     "is_valid_uuid_v7",
+    "register_span_processor",
     "resolve_config",
 ]
