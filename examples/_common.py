@@ -7,6 +7,7 @@ the trace trees it received and fail if any span is orphaned.
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -73,7 +74,9 @@ class Service:
     def stop(self) -> str:
         """Stop the service gracefully (so it flushes its spans) and return its output."""
         if self.process.poll() is None:
-            self.process.terminate()
+            # SIGINT ends a Python program through KeyboardInterrupt, so atexit hooks
+            # (the SDK's flush among them) run; SIGTERM's default would skip them.
+            self.process.send_signal(signal.SIGINT)
             try:
                 rest, _ = self.process.communicate(timeout=20)
             except subprocess.TimeoutExpired:
@@ -89,8 +92,6 @@ def python_service(name: str, script: str, *args: str, env: Optional[Dict[str, s
 
 def serve(app, on_shutdown=None) -> None:  # type: ignore[no-untyped-def]
     """Serve a WSGI app on a free loopback port until SIGTERM, then run ``on_shutdown``."""
-    import signal
-
     from werkzeug.serving import make_server
 
     server = make_server("127.0.0.1", 0, app, threaded=True)

@@ -10,8 +10,12 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def run_example(name: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("OPIK_", "OTEL_"))}
+def clean_env() -> dict:
+    return {key: value for key, value in os.environ.items() if not key.startswith(("OPIK_", "OTEL_"))}
+
+
+def run_example(name: str, timeout: float = 120, **extra_env: str) -> subprocess.CompletedProcess:
+    env = {**clean_env(), **extra_env}
     return subprocess.run(
         [sys.executable, str(EXAMPLES / name)],
         env=env,
@@ -40,3 +44,27 @@ def test_example_links_every_span_into_one_trace(name, expected_tree):
     expected = ["  " + line for line in expected_tree]
     first = lines.index(expected[0])
     assert lines[first : first + len(expected)] == expected
+
+
+def test_distributed_demo_prints_one_clean_trace_per_request():
+    pytest.importorskip("opik")
+    result = run_example("distributed_demo.py", timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK: 2 traces, 16 spans" in result.stdout
+    assert "FAIL" not in result.stdout
+
+
+def test_distributed_demo_sends_to_the_configured_opik_instead():
+    pytest.importorskip("opik")
+    from opik_otel.testing import LocalOpik
+
+    with LocalOpik() as configured:
+        result = run_example("distributed_demo.py", timeout=180, OPIK_URL_OVERRIDE=configured.url)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "embedded LocalOpik" not in result.stdout
+        assert configured.wait_for_spans(16, timeout=20)
+        assert sorted(t.name for t in configured.traces()) == [
+            "otel-client: nightly report",
+            "sdk-client: user question",
+        ]
+        assert configured.orphans() == []
