@@ -89,6 +89,9 @@ _RESERVED_HEADERS = frozenset(
 # Fields of a trace row whose string values may be cut to fit a request.
 _ROW_TRUNCATABLE_FIELDS = ("input", "output", "metadata", "error_info")
 _MAX_JSON_DEPTH = 64
+_MARKER_AT_END = re.compile(
+    re.escape(truncation_marker(0).encode("utf-8")).replace(b"0", rb"(\d+)") + rb"\Z", re.DOTALL
+).search
 
 _DELIVERED = "delivered"
 _KEEP = "keep"
@@ -218,6 +221,7 @@ class OpikExporter(SpanExporter):
             self._spool = DiskSpool(directory, max_bytes=spool_max_bytes)
 
         self._closing_deadline = math.inf
+        self._hold_until = 0.0  # monotonic time before which Opik asked not to be called
         self._reset_process_state()
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=_call_if_alive(weakref.WeakMethod(self._reset_process_state)))
@@ -334,7 +338,9 @@ class OpikExporter(SpanExporter):
         still queued reach Opik or the spool within the shutdown timeout. Sends made
         after this give up by the deadline.
         """
-        self._closing_deadline = min(self._closing_deadline, time.monotonic() + max(0.0, timeout_millis / 1000))
+        # Network sends stop at 80% of the time, so the rest can go to the spool on disk.
+        budget = max(0.0, timeout_millis / 1000) * 0.8
+        self._closing_deadline = min(self._closing_deadline, time.monotonic() + budget)
         self._closing.set()
         self._wakeup.set()
 
@@ -455,8 +461,10 @@ class OpikExporter(SpanExporter):
             if smaller is not None:
                 self._count_truncated(payload.kind)
                 payload = smaller
-        if self._spool is not None and len(self._spool) > 0:
-            return self._keep(payload)  # replay order: older spooled data goes first
+        if self._spool is not None and (len(self._spool) > 0 or time.monotonic() < self._hold_until):
+            # Replay order: older spooled data goes first. And while Opik asked to wait
+            # (Retry-After), nobody knocks.
+            return self._keep(payload)
         result, outcome = self._send_with_retries(payload)
         if result == _DELIVERED:
             return True
@@ -481,13 +489,13 @@ class OpikExporter(SpanExporter):
                 return _TOO_LARGE, outcome
             if not outcome.retryable(policy):
                 return _REFUSED, outcome
-            self._log_unreachable(payload.kind, outcome)
             if (
                 self._closing.is_set()
                 or outcome.timed_out  # a hung Opik must not hold the export thread
                 or not policy.has_attempts_left(attempt)
                 or (outcome.retry_after is not None and outcome.retry_after > policy.max_backoff)
             ):
+                self._log_unreachable(payload.kind, outcome)
                 return _KEEP, outcome
             self._count("requests_retried")
             if self._closing.wait(policy.delay(attempt, outcome.retry_after)):
@@ -595,6 +603,8 @@ class OpikExporter(SpanExporter):
             outcome = _Outcome(None, error=error)
         if outcome.ok:
             self._count("requests_sent")
+        elif outcome.retry_after is not None:
+            self._hold_until = max(self._hold_until, time.monotonic() + outcome.retry_after)
         return outcome
 
     def _session(self) -> requests.Session:
@@ -680,15 +690,21 @@ class OpikExporter(SpanExporter):
         spool = self._spool
         assert spool is not None
         failures = 0
+        recovered_from_outage = False
+        suspect = _PoisonTracker()
         while not self._stopped.is_set():
             entry = spool.peek_oldest()
             if entry is None:
                 with self._replayer_lock:
                     if len(spool) == 0:
                         self._replayer = None
-                        if failures:
+                        if recovered_from_outage:
                             LOGGER.info("Opik answers again; the spool has been replayed.")
                         return
+                continue
+            hold = self._hold_until - time.monotonic()
+            if hold > 0:
+                self._stopped.wait(hold)  # Retry-After seen by any thread
                 continue
             self._wakeup.clear()
             try:
@@ -698,16 +714,44 @@ class OpikExporter(SpanExporter):
                 outcome = _Outcome(None, error=error)
             if outcome is None:
                 failures = 0
+                suspect.delivered(entry)
                 continue
             failures += 1
+            recovered_from_outage = True
             if failures == 1:
                 self._log_unreachable(entry.kind if entry.kind in _KINDS else _SPANS, outcome)
-            if outcome.retry_after is not None:
-                # The server chose the moment: wait that long whatever else happens.
-                self._stopped.wait(outcome.retry_after)
-            else:
+            if outcome.status == 500 and self._set_aside_poison(spool, entry, suspect):
+                continue
+            if outcome.retry_after is None:
                 # A force_flush() or shutdown since the attempt started cuts the wait short.
                 self._wakeup.wait(self._replay_policy.delay(failures))
+            # else: the server chose the moment (_hold_until), waited for at the loop's top.
+
+    def _set_aside_poison(self, spool: DiskSpool, entry: Any, suspect: "_PoisonTracker") -> bool:
+        """Keep one request Opik cannot parse (it answers 500 to that one) from
+        blocking the spool for ever.
+
+        After repeated 500s the record goes to the back of the spool so the others get
+        their turn; when it comes back still failing while others were delivered in
+        between, Opik will never take it: it is dropped, counted and logged.
+        """
+        verdict = suspect.failed(entry, self._stats["requests_replayed"])
+        if verdict == _PoisonTracker.WAIT:
+            return False
+        if verdict == _PoisonTracker.DROP:
+            spool.remove(entry)
+            self._count("requests_refused")
+            self._log_cause(
+                ("poison", entry.kind),
+                "error",
+                "Opik keeps answering HTTP 500 to one spooled %s request while accepting the others "
+                "(it probably cannot parse it); that request was dropped.",
+                "span" if entry.kind == _SPANS else "trace-row",
+            )
+            return True
+        if spool.append(entry.kind, entry.body, entry.headers):
+            spool.remove(entry)
+        return True
 
     def _replay_entry(self, spool: DiskSpool, entry: Any) -> Optional[_Outcome]:
         """Send one spooled request; None when it is done with (delivered or refused)."""
@@ -765,6 +809,43 @@ class OpikExporter(SpanExporter):
             if name.lower() in ("authorization", "content-type", "content-encoding") or name not in merged:
                 merged[name] = value
         return merged
+
+
+class _PoisonTracker:
+    """Counts consecutive 500s per spooled request across its trips through the spool."""
+
+    WAIT, ROTATE, DROP = "wait", "rotate", "drop"
+    ATTEMPTS = 5  # consecutive 500s before the request goes to the back
+    ROTATIONS = 2  # trips to the back, with others delivered meanwhile, before it is dropped
+
+    def __init__(self) -> None:
+        self._head: Optional[str] = None
+        self._consecutive = 0
+        self._rotations: Dict[str, Tuple[int, int]] = {}
+
+    def failed(self, entry: Any, replayed: int) -> str:
+        if entry.id != self._head:
+            self._head, self._consecutive = entry.id, 0
+        self._consecutive += 1
+        if self._consecutive < self.ATTEMPTS:
+            return self.WAIT
+        self._head, self._consecutive = None, 0
+        digest = hashlib.sha256(entry.body).hexdigest()
+        trips, replayed_at_first_trip = self._rotations.get(digest, (0, replayed))
+        if trips >= self.ROTATIONS and replayed > replayed_at_first_trip:
+            # Other requests got through since it first failed: it is this one.
+            self._rotations.pop(digest, None)
+            return self.DROP
+        if len(self._rotations) > 1000:
+            self._rotations.clear()
+        self._rotations[digest] = (trips + 1, replayed_at_first_trip)
+        return self.ROTATE
+
+    def delivered(self, entry: Any) -> None:
+        if entry.id == self._head:
+            self._head, self._consecutive = None, 0
+        if self._rotations:
+            self._rotations.pop(hashlib.sha256(entry.body).hexdigest(), None)
 
 
 # --- payloads: one request body, and how to make it smaller ---------------------------
@@ -920,17 +1001,30 @@ def _collect_any_leaves(value: Any, leaves: List[Tuple[int, Any, bool]], depth: 
 
 def _cut_bytes(original: bytes, excess: int, is_text: bool) -> Optional[Tuple[bytes, int]]:
     """``original`` cut to save about ``excess`` bytes, marker included, and the bytes
-    saved for sure; None when cutting would not save anything."""
-    marker_budget = len(truncation_marker(len(original)).encode("utf-8"))
-    keep = max(0, len(original) - excess - marker_budget)
+    saved for sure; None when cutting would not save anything.
+
+    A value cut before (a 413 answered to an already truncated span) keeps one marker
+    that counts everything cut from the original value.
+    """
+    content, previously = _strip_marker(original)
+    marker_budget = len(truncation_marker(previously + len(content)).encode("utf-8"))
+    keep = min(len(content), max(0, len(original) - excess - marker_budget))
     if is_text:
-        while keep > 0 and original[keep] & 0xC0 == 0x80:
+        while keep > 0 and keep < len(content) and content[keep] & 0xC0 == 0x80:
             keep -= 1  # never split a UTF-8 character
-    marker = truncation_marker(len(original) - keep).encode("utf-8")
+    marker = truncation_marker(previously + len(content) - keep).encode("utf-8")
     saved = len(original) - keep - len(marker)
     if saved <= 0:
         return None
-    return original[:keep] + marker, saved
+    return content[:keep] + marker, saved
+
+
+def _strip_marker(value: bytes) -> Tuple[bytes, int]:
+    """``value`` without a truncation marker at its end, and the bytes that marker counts."""
+    match = _MARKER_AT_END(value)
+    if match is None:
+        return value, 0
+    return value[: match.start()], int(match.group(1))
 
 
 def _truncate_rows_document(document: Mapping[str, Any], max_bytes: int) -> Optional[Dict[str, Any]]:
@@ -954,17 +1048,18 @@ def _truncate_rows_document(document: Mapping[str, Any], max_bytes: int) -> Opti
             excess = size - max_bytes
             if excess <= 0:
                 return result
+            content_bytes, previously = _strip_marker(text.encode("utf-8", "surrogatepass"))
+            content = content_bytes.decode("utf-8", "surrogatepass")
             encoded = len(json.dumps(text))
-            original_bytes = len(text.encode("utf-8", "surrogatepass"))
-            marker_budget = len(json.dumps(truncation_marker(original_bytes)))
+            marker_budget = len(json.dumps(truncation_marker(previously + len(content_bytes))))
             if encoded <= marker_budget + 2:
                 continue
             # Escapes make a character cost more than one byte; cut in proportion.
-            keep = max(0, int(len(text) * (encoded - excess - marker_budget) / encoded))
-            if keep >= len(text):
+            keep = min(len(content), max(0, int(len(text) * (encoded - excess - marker_budget) / encoded)))
+            if keep >= len(content) and not previously:
                 continue
-            cut = text[keep:].encode("utf-8", "surrogatepass")
-            container[key] = text[:keep] + truncation_marker(len(cut))
+            cut = content[keep:].encode("utf-8", "surrogatepass")
+            container[key] = content[:keep] + truncation_marker(previously + len(cut))
             changed = True
             size = len(_dump_json(result).encode("utf-8"))
         if size <= max_bytes:
@@ -1024,9 +1119,17 @@ def _id_fixes(attributes: Mapping[str, Any], changes: Dict[str, Any]) -> None:
 
 
 def _value_fixes(attributes: Mapping[str, Any], changes: Dict[str, Any]) -> None:
-    """Values the OTLP encoder would fail on (lone surrogates, ints beyond 64 bits)."""
+    """Keys and values the OTLP encoder would fail on (lone surrogates, ints beyond
+    64 bits): repaired, never dropped."""
     for key, value in attributes.items():
-        if key not in changes and _needs_fix(value):
+        if key in changes:
+            continue
+        if _needs_fix(key):
+            changes[key] = None
+            fixed_key = _fixed(key)
+            if fixed_key not in attributes:
+                changes[fixed_key] = _fixed(value)
+        elif _needs_fix(value):
             changes[key] = _fixed(value)
 
 
@@ -1067,11 +1170,11 @@ def _sendable_span(span: ReadableSpan, changes: Dict[str, Any]) -> ReadableSpan:
     for index, event in enumerate(span.events or ()):
         event_attributes = event.attributes or {}
         event_name = event.name
-        fixes = {key: _fixed(value) for key, value in event_attributes.items() if _needs_fix(value)}
-        if fixes or _needs_fix(event_name):
+        if _needs_fix(event_name) or any(_needs_fix(key) or _needs_fix(value) for key, value in event_attributes.items()):
             if events is None:
                 events = list(span.events)
-            events[index] = Event(_fixed(event_name), {**event_attributes, **fixes}, event.timestamp)
+            fixed_attributes = {_fixed(key): _fixed(value) for key, value in event_attributes.items()}
+            events[index] = Event(_fixed(event_name), fixed_attributes, event.timestamp)
     description = span.status.description if span.status is not None else None
     status_fixed = isinstance(description, str) and _needs_fix(description)
     if not changes and not name_fixed and events is None and not status_fixed:
@@ -1104,20 +1207,30 @@ def _sendable_span(span: ReadableSpan, changes: Dict[str, Any]) -> ReadableSpan:
 
 
 def _invalid_usage_removals(attributes: Mapping[str, Any]) -> Dict[str, Any]:
-    """Usage attributes Opik would reject the whole request for (non-JSON strings)."""
+    """Usage attributes Opik would reject the whole request for: strings that are not
+    strict JSON (Opik's parser takes no NaN/Infinity either) and byte strings (which
+    arrive as base64 text, never JSON)."""
     removals: Dict[str, Any] = {}
     for key, value in attributes.items():
-        if type(value) is str and key.startswith(_USAGE_PREFIX):
-            try:
-                json.loads(value)
-            except (ValueError, RecursionError):
-                LOGGER.warning(
-                    "Span attribute '%s' is a string that is not JSON; Opik would refuse the "
-                    "whole batch for it, so it is left out.",
-                    key,
-                )
-                removals[key] = None
+        kind = type(value)
+        if (kind is str or kind is bytes) and key.startswith(_USAGE_PREFIX):
+            if kind is str:
+                try:
+                    json.loads(value, parse_constant=_refuse_constant)
+                    continue
+                except (ValueError, RecursionError):
+                    pass
+            LOGGER.warning(
+                "Span attribute '%s' is not JSON (nor a number); Opik would refuse the "
+                "whole batch for it, so it is left out.",
+                key,
+            )
+            removals[key] = None
     return removals
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _suppressed_context() -> Any:
