@@ -17,7 +17,13 @@ outage, and the app-side cost of a span (start + end on the producer thread) whi
 is down against while it is up.
 
 Targets (issue 5): delivered == emitted, RSS growth < 50 MB, per-span cost during the
-outage within 10% of the cost while Opik is up. Exit status 1 when a target is missed.
+outage within 10% of the cost while Opik is up (judged on the medians). Exit status 1 when
+a target is missed.
+
+The per-span cost of a sparse producer (one trace every 12 ms) is dominated by cold
+caches, so on a shared VM one run's windows can differ by 10-20% for reasons unrelated
+to Opik's state. ``--control`` keeps Opik up the whole run and labels the middle window
+as if it were down: the ratio it prints is this machine's noise floor.
 """
 
 import argparse
@@ -143,6 +149,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--children", type=int, default=3, help="children per root span (default 3)")
     parser.add_argument("--drain-timeout", type=float, default=180.0, help="seconds to wait for delivery after")
     parser.add_argument("--spool-dir", default=None, help="spool directory (default: a fresh temp dir)")
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="keep Opik up the whole time but still label the middle window 'down': the noise floor "
+        "of the down/up comparison on this machine",
+    )
     args = parser.parse_args(argv)
 
     per_trace = 1 + args.children
@@ -158,6 +170,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     tracer = provider.get_tracer("outage-soak")
     sampler = Sampler(tracing.exporter)
     costs: Dict[str, List[float]] = {"up": [], "down": []}
+    cpu_costs: Dict[str, List[float]] = {"up": [], "down": []}
     emitted_ids: List[str] = []
     phase = "up"
     rss_at_outage: Optional[int] = None
@@ -166,7 +179,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     print(
         f"emitting {emitted_target} spans ({traces} traces of {per_trace}) over {args.duration:.0f} s; "
-        f"Opik down from {outage_start:.0f} s to {outage_end:.0f} s",
+        f"Opik down from {outage_start:.1f} s to {outage_end:.1f} s",
         flush=True,
     )
     sampler.start()
@@ -180,23 +193,27 @@ def main(argv: Optional[List[str]] = None) -> int:
         elapsed = time.monotonic() - started
         if phase == "up" and outage_start <= elapsed < outage_end and rss_at_outage is None:
             rss_at_outage = rss_bytes()
-            server.ask("down")
+            if not args.control:
+                server.ask("down")
             outage_window = (time.monotonic(), 0.0)
             phase = "down"
             print(f"  {elapsed:5.1f} s: Opik down", flush=True)
         elif phase == "down" and elapsed >= outage_end:
-            server.ask("up")
+            if not args.control:
+                server.ask("up")
             outage_window = (outage_window[0], time.monotonic())
             phase = "up"
             print(f"  {elapsed:5.1f} s: Opik up again", flush=True)
 
         begin = time.perf_counter_ns()
+        begin_cpu = time.thread_time_ns()
         with tracer.start_as_current_span("request", attributes={"input.value": payload, "http.route": "/chat"}) as root:
             ids = [root.get_span_context().span_id]
             for child in range(args.children):
                 with tracer.start_as_current_span(f"step-{child}", attributes={"gen_ai.request.model": "m"}) as span:
                     ids.append(span.get_span_context().span_id)
         cost = (time.perf_counter_ns() - begin) / per_trace
+        cpu_costs[phase].append((time.thread_time_ns() - begin_cpu) / per_trace)
         costs[phase].append(cost)
         emitted_ids.extend(format(i, "016x") for i in ids)
     produced_in = time.monotonic() - started
@@ -213,9 +230,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         if delivered_count >= len(emitted_ids):
             break
         time.sleep(0.25)
-    drained_in = time.monotonic() - (outage_window[1] or drain_started)
     sampler.stop_event.set()
     sampler.join()
+    recovered_at = outage_window[1] or drain_started
+    drained_at = next((s[0] for s in sampler.samples if s[0] >= recovered_at and s[3] == 0), None)
     report_path = os.path.join(tempfile.mkdtemp(prefix="opik-soak-"), "report.json")
     server.ask("report", report_path)
     with open(report_path) as handle:
@@ -261,10 +279,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"spool lost to the cap     {exporter_stats['spool_dropped_records']} records")
     print(f"peak RSS growth (outage)  {mib(rss_growth)}")
     print(f"peak spool size           {mib(spool_peak_bytes)} in {spool_peak_records} records")
-    print(f"delivered after recovery  {drained_in:.1f} s")
+    drained = f"{drained_at - recovered_at:.1f} s" if drained_at is not None else "not observed"
+    print(f"spool replayed after      {drained} (from the end of the outage)")
     print(f"per-span cost, Opik up    {summary(up)}")
     print(f"per-span cost, Opik down  {summary(down)}")
-    print(f"down / up ratio           mean {mean_ratio:.3f}, median {median_ratio:.3f}")
+    print(f"down / up ratio           mean {mean_ratio:.3f}, median {median_ratio:.3f}  (wall clock)")
+    cpu_up, cpu_down = cpu_costs["up"], cpu_costs["down"]
+    if cpu_up and cpu_down:
+        print(
+            f"                          mean {statistics.fmean(cpu_down) / statistics.fmean(cpu_up):.3f}, "
+            f"median {statistics.median(cpu_down) / statistics.median(cpu_up):.3f}  (producer thread CPU time: "
+            f"{statistics.median(cpu_up) / 1000:.1f} us up, {statistics.median(cpu_down) / 1000:.1f} us down)"
+        )
 
     failures = []
     if delivered != emitted:

@@ -265,7 +265,7 @@ def test_long_retry_after_sends_to_the_spool_and_the_replayer_waits_as_asked(opi
     opik.fail_next(1, 429, retry_after=1)
     started = time.monotonic()
     assert exporter.export(spans) is SUCCESS
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 0.9  # not waiting on the export thread
     assert exporter.force_flush(10_000) is True
     writes = [r for r in opik.requests if r.path in (OTLP_PATH, TRACES_PATH)]
     assert writes[0].status == 429
