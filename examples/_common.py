@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Dict, Iterator, List, Optional
 
@@ -36,6 +37,25 @@ def opik_target(project_name: str) -> Iterator[Optional[LocalOpik]]:
         yield local
 
 
+@contextlib.contextmanager
+def sigint_reaches_children() -> Iterator[None]:
+    """Let processes started inside handle SIGINT even if this one ignores it.
+
+    Shells start background jobs (``cmd &``, some CI runners) with SIGINT ignored, and
+    an ignored signal stays ignored across ``exec``: the services would never run their
+    exit flush. A handled signal is reset to the default on ``exec``.
+    """
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if ignored and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    else:
+        yield
+
+
 class Service:
     """A service running in a subprocess that reports its port on its first line."""
 
@@ -43,13 +63,14 @@ class Service:
         self.name = name
         print(f"  starting {name} ...", end="", flush=True)
         started = time.monotonic()
-        self.process = subprocess.Popen(
-            command,
-            env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        with sigint_reaches_children():
+            self.process = subprocess.Popen(
+                command,
+                env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
         self.output: List[str] = []
         self.port = self._wait_for_port(timeout=60)
         print(f" ready on port {self.port} ({time.monotonic() - started:.1f} s)")

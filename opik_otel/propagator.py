@@ -16,6 +16,8 @@ carries Opik linkage with no code change:
 The extracted linkage lives under a private context key, not in the W3C baggage,
 which the baggage propagator would forward to every downstream API. With
 ``baggage=True`` (entry point ``opik_baggage``) the linkage travels as baggage too.
+Baggage that arrived with ``opik.*`` entries is always forwarded with them updated to
+the calling span (list ``opik`` after ``baggage`` so its header is written last).
 """
 
 from typing import Any, List, Optional, Set, Tuple
@@ -182,8 +184,10 @@ class OpikPropagator(TextMapPropagator):
                     setter.set(
                         carrier, OPIK_PARENT_SPAN_ID_HEADER_HYPHENATED, linkage.parent_span_id
                     )
-            if self._baggage:
-                base = context if context is not None else get_current()
+            base = context if context is not None else get_current()
+            # Baggage that already carries opik.* entries names the upstream span; left
+            # as is, a downstream service reading only baggage would hang under it.
+            if self._baggage or _has_opik_baggage(base):
                 _W3C_BAGGAGE.inject(carrier, _with_linkage_baggage(base, linkage), setter)
         except Exception:
             LOGGER.warning(
@@ -206,6 +210,11 @@ class OpikBaggagePropagator(OpikPropagator):
 
     def __init__(self, hyphenated: bool = True, baggage: bool = True) -> None:
         super().__init__(hyphenated=hyphenated, baggage=baggage)
+
+
+def _has_opik_baggage(context: Context) -> bool:
+    entries = baggage.get_all(context)
+    return OPIK_TRACE_ID in entries or OPIK_SPAN_ID in entries
 
 
 def _with_linkage_baggage(context: Context, linkage: Linkage) -> Context:

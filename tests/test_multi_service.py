@@ -410,13 +410,14 @@ def test_b_otel_first_client_through_two_zero_code_services(opik, services, zero
 
 
 # (c): (middle's propagators, tool's propagators, the tool server span's parent).
-# The tool reads only W3C baggage unless it lists "opik". "opik_baggage" rewrites the
-# baggage it forwards with the calling span's linkage; plain "baggage" forwards the
-# client's entries unchanged, so a tool that reads only baggage lands under the client.
+# The tool reads only W3C baggage unless it lists "opik". "opik" and "opik_baggage" both
+# rewrite the opik.* entries of the baggage they forward with the calling span's linkage;
+# without an opik propagator the client's entries go on unchanged, so a tool that reads
+# only baggage lands under the client.
 BAGGAGE_CASES = {
     "opik_baggage-then-baggage-only": ("tracecontext,baggage,opik_baggage", "tracecontext,baggage", "GET"),
     "opik-then-opik": ("tracecontext,baggage,opik", "tracecontext,baggage,opik", "GET"),
-    "opik-then-baggage-only": ("tracecontext,baggage,opik", "tracecontext,baggage", "<client>"),
+    "opik-then-baggage-only": ("tracecontext,baggage,opik", "tracecontext,baggage", "GET"),
     "baggage-only-then-baggage-only": ("tracecontext,baggage", "tracecontext,baggage", "<client>"),
 }
 
