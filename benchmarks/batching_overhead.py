@@ -14,6 +14,7 @@ network call would): the app-side cost must not depend on the exporter.
 """
 
 import argparse
+import random
 import statistics
 import time
 from typing import Callable, Dict, List
@@ -64,9 +65,11 @@ def run(delay: float, rounds: int, spans: int) -> Dict[str, float]:
     samples: Dict[str, List[float]] = {name: [] for name in providers}
     for name, provider in providers.items():  # warm-up
         per_span_ns(provider, spans // 10)
-    for _ in range(rounds):
-        for name, provider in providers.items():
-            samples[name].append(per_span_ns(provider, spans))
+    order = list(providers)
+    for round_index in range(rounds):
+        random.Random(round_index).shuffle(order)  # no variant always runs after another
+        for name in order:
+            samples[name].append(per_span_ns(providers[name], spans))
     for provider in providers.values():
         provider.shutdown()
     return {name: statistics.median(values) for name, values in samples.items()}

@@ -20,6 +20,7 @@ timeout (it exports on the caller's thread until done). Here:
 
 import atexit
 import collections
+import inspect
 import math
 import os
 import sys
@@ -101,6 +102,7 @@ class OpikBatchSpanProcessor(SpanProcessor):
         self._wake = threading.Event()
         self._lock = threading.Lock()  # starting the thread, counting drops; never held across I/O
         self._worker: Optional[threading.Thread] = None
+        self._pending_flushes = 0
         self._dropped = 0
         self._dropped_at_shutdown = 0
         self._exported = 0
@@ -134,6 +136,9 @@ class OpikBatchSpanProcessor(SpanProcessor):
         if self._shutdown:
             return False
         request = _FlushRequest()
+        with self._lock:
+            # Counted before it is queued: the worker checks the count after popping.
+            self._pending_flushes += 1
         self._queue.append(request)
         self._start_worker()
         self._wake.set()
@@ -175,9 +180,9 @@ class OpikBatchSpanProcessor(SpanProcessor):
             )
         remaining_millis = max(0.0, (deadline - time.monotonic()) * 1000)
         try:
-            try:
+            if _accepts_timeout(self._exporter.shutdown):
                 self._exporter.shutdown(timeout_millis=remaining_millis)  # type: ignore[call-arg]
-            except TypeError:
+            else:
                 self._exporter.shutdown()
         except Exception:
             LOGGER.warning("Shutting down the span exporter failed.", exc_info=True)
@@ -251,10 +256,14 @@ class OpikBatchSpanProcessor(SpanProcessor):
         try:
             queue, wake = self._queue, self._wake
             while True:
+                woken = True
                 if not self._shutdown and len(queue) < self._max_export_batch_size:
-                    wake.wait(self._schedule_delay)
+                    woken = wake.wait(self._schedule_delay)
                 wake.clear()
-                self._drain(queue)
+                # Woken because a batch is full: export full batches only and leave the rest
+                # for the next round (fewer, fuller export calls). A flush, the shutdown
+                # and the schedule delay export everything.
+                self._drain(queue, full_only=woken and not self._shutdown)
                 if self._shutdown and (not queue or time.monotonic() >= self._deadline):
                     return
         except Exception:
@@ -264,25 +273,36 @@ class OpikBatchSpanProcessor(SpanProcessor):
         finally:
             detach(token)
 
-    def _drain(self, queue: Deque[Any]) -> None:
-        batch: List[ReadableSpan] = []
+    def _drain(self, queue: Deque[Any], full_only: bool = False) -> None:
+        """Export what is queued, in batches; only this thread pops."""
+        popleft = queue.popleft
+        size = self._max_export_batch_size
         while True:
-            try:
-                item = queue.popleft()
-            except IndexError:
-                break
+            queued = len(queue)
+            if queued == 0 or (full_only and queued < size and not self._pending_flushes):
+                return
+            count = min(queued, size)
+            # Bulk pop: the worker's per-span time is GIL time the app threads wait for.
+            batch = [popleft() for _ in range(count)]
+            if self._pending_flushes:
+                self._export_around_flushes(batch)
+            else:
+                self._export(batch)
+            if self._shutdown and time.monotonic() >= self._deadline:
+                return
+
+    def _export_around_flushes(self, items: List[Any]) -> None:
+        batch: List[ReadableSpan] = []
+        for item in items:
             if type(item) is _FlushRequest:
                 if batch:
                     self._export(batch)
                     batch = []
+                with self._lock:
+                    self._pending_flushes -= 1
                 item.done.set()
-                continue
-            batch.append(item)
-            if len(batch) >= self._max_export_batch_size:
-                self._export(batch)
-                batch = []
-                if self._shutdown and time.monotonic() >= self._deadline:
-                    return
+            else:
+                batch.append(item)
         if batch:
             self._export(batch)
 
@@ -317,6 +337,13 @@ def validate_batching_options(
         raise ConfigurationError(
             f"max_export_batch_size ({max_export_batch_size}) must not exceed max_queue_size ({max_queue_size})."
         )
+
+
+def _accepts_timeout(method: Callable[..., Any]) -> bool:
+    try:
+        return "timeout_millis" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _suppressed_context() -> Context:

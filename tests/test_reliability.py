@@ -721,17 +721,18 @@ def test_forked_children_spool_separately_and_nothing_is_lost(opik, pipelines):
                 finally:
                     os._exit(code)
             _, status = os.waitpid(pid, 0)
-            assert os.waitstatus_to_exitcode(status) == 0
+            assert os.waitstatus_to_exitcode(status) == 0, f"child {k}"
             expected += [f"child{k}-{i}" for i in range(10)]
         assert tracing.span_processor.force_flush(10_000) is True
         spool_root = Path(tracing.exporter.spool.directory)
         process_dirs = [p for p in spool_root.iterdir() if p.is_dir() and p.name.startswith("p")]
-        assert len(process_dirs) == 4  # parent and each child wrote their own
+        # The parent and each child wrote their own.
+        assert len(process_dirs) == 4, sorted((p.name, sorted(q.name for q in p.iterdir())) for p in spool_root.iterdir())
     # The parent replays its own spool and claims the dead children's.
-    assert tracing.force_flush(10_000) is True
-    assert opik.wait_for_spans(len(expected), timeout=10)
+    assert tracing.force_flush(10_000) is True, tracing.exporter.stats
+    assert opik.wait_for_spans(len(expected), timeout=10), (len(opik.spans()), tracing.exporter.stats)
     assert sorted(s.name for s in opik.spans()) == sorted(expected)
-    assert opik.stats["duplicate_span_ids"] == 0
+    assert opik.stats["duplicate_span_ids"] == 0, (opik.stats, tracing.exporter.stats)
     assert not opik.orphans()
 
 
