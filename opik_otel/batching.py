@@ -277,11 +277,14 @@ class OpikBatchSpanProcessor(SpanProcessor):
         """Export what is queued, in batches; only this thread pops."""
         popleft = queue.popleft
         size = self._max_export_batch_size
+        # Only what is queued now: spans that end meanwhile wait for the next round
+        # rather than trickling out in tiny batches.
+        queued = len(queue)
         while True:
-            queued = len(queue)
             if queued == 0 or (full_only and queued < size and not self._pending_flushes):
                 return
             count = min(queued, size)
+            queued -= count
             # Bulk pop: the worker's per-span time is GIL time the app threads wait for.
             batch = [popleft() for _ in range(count)]
             if self._pending_flushes:
