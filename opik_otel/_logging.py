@@ -7,7 +7,6 @@ interval, then reports how many repeats it held back.
 """
 
 import logging
-import threading
 import time
 from typing import Dict, Tuple
 
@@ -16,12 +15,16 @@ DEFAULT_INTERVAL_SECONDS = 60.0
 
 
 class RateLimitFilter(logging.Filter):
-    """Let each (logger, template, args) through at most once per interval."""
+    """Let each (logger, template, args) through at most once per interval.
+
+    It takes no lock: a lock held by another thread at ``fork`` would hang the child's
+    first warning, while the worst a race between single dict operations can do here
+    is let one repeat through.
+    """
 
     def __init__(self, interval_seconds: float = DEFAULT_INTERVAL_SECONDS) -> None:
         super().__init__()
         self.interval_seconds = interval_seconds
-        self._lock = threading.Lock()
         self._last_seen: Dict[Tuple[str, str, str], Tuple[float, int]] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -32,22 +35,20 @@ class RateLimitFilter(logging.Filter):
         except Exception:
             return True
         now = time.monotonic()
-        with self._lock:
-            last, held_back = self._last_seen.get(key, (None, 0))
-            if last is not None and now - last < self.interval_seconds:
-                self._last_seen[key] = (last, held_back + 1)
-                return False
-            if len(self._last_seen) > 1000:
-                self._last_seen.clear()
-            self._last_seen[key] = (now, 0)
+        last, held_back = self._last_seen.get(key, (None, 0))
+        if last is not None and now - last < self.interval_seconds:
+            self._last_seen[key] = (last, held_back + 1)
+            return False
+        if len(self._last_seen) > 1000:
+            self._last_seen.clear()
+        self._last_seen[key] = (now, 0)
         if held_back:
             record.msg = f"{record.msg} (repeated {held_back} more times in the last interval)"
         return True
 
     def reset(self) -> None:
         """Forget every message seen so far (used by tests)."""
-        with self._lock:
-            self._last_seen.clear()
+        self._last_seen.clear()
 
 
 def get_logger(name: str) -> logging.Logger:
