@@ -14,6 +14,7 @@ Client side, pass the current trace on::
 
 from .attributes import OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
 from .auto import register_span_processor
+from .batching import OpikBatchSpanProcessor
 from .config import ConfigurationError, OpikConfig, resolve_config
 from .distributed_trace import (
     attach_to_parent,
@@ -25,6 +26,7 @@ from .distributed_trace import (
 from .exporter import OpikExporter
 from .ids import generate_id, is_valid_uuid_v7
 from .processor import OpikSpanProcessor
+from .retry import RetryPolicy
 from .propagator import OpikBaggagePropagator, OpikPropagator
 from .tracing import OpikTracing, configure
 from .types import OpikDistributedTraceAttributes
@@ -35,12 +37,14 @@ __all__ = [
     "OPIK_TRACE_ID",
     "ConfigurationError",
     "OpikBaggagePropagator",
+    "OpikBatchSpanProcessor",
     "OpikConfig",
     "OpikDistributedTraceAttributes",
     "OpikExporter",
     "OpikPropagator",
     "OpikSpanProcessor",
     "OpikTracing",
+    "RetryPolicy",
     "attach_to_parent",
     "configure",
     "context_with_opik_baggage",
