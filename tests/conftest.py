@@ -1,4 +1,6 @@
-"""Shared fixtures: a real OTel SDK pipeline with OpikSpanProcessor, and clean warnings."""
+"""Shared fixtures: a real OTel SDK pipeline with OpikSpanProcessor, LocalOpik, clean settings and warnings."""
+
+import os
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -7,6 +9,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from opik_otel._logging import reset_rate_limits
 from opik_otel.processor import OpikSpanProcessor
+from opik_otel.testing import LocalOpik
 
 
 @pytest.fixture(autouse=True)
@@ -35,3 +38,22 @@ def provider(exporter):
 @pytest.fixture
 def tracer(provider):
     return provider.get_tracer("tests.opik_otel")
+
+
+@pytest.fixture
+def isolated_opik_settings(monkeypatch, tmp_path):
+    """No OPIK_* variable or ~/.opik.config of the developer leaks into a test."""
+    for name in list(os.environ):
+        if name.startswith("OPIK_"):
+            monkeypatch.delenv(name)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def opik():
+    """An embedded LocalOpik on a loopback port chosen by the OS."""
+    with LocalOpik() as server:
+        yield server

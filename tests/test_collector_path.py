@@ -22,6 +22,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opik_otel import configure, get_opik_trace_id
 from opik_otel.testing import LocalOpik
 
+pytestmark = pytest.mark.usefixtures("isolated_opik_settings")
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "collector"
 CONFIG_FILE = EXAMPLE / "otel-collector-config.yaml"
 KEY = "sk-collector-Hh4mP2wX9-secret"
@@ -118,17 +120,6 @@ class StandInCollector:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
-
-
-@pytest.fixture(autouse=True)
-def isolated_opik_settings(monkeypatch, tmp_path):
-    for name in list(os.environ):
-        if name.startswith("OPIK_"):
-            monkeypatch.delenv(name)
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    return home
 
 
 @pytest.fixture

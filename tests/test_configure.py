@@ -30,25 +30,10 @@ from opik_otel import (
 from opik_otel.attributes import MINTED_TRACE, OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
 from opik_otel.testing import LocalOpik
 
+pytestmark = pytest.mark.usefixtures("isolated_opik_settings")
+
 TRACES_PATH = "/api/v1/private/traces/batch"
 OPIK_KEYS = (OPIK_TRACE_ID, OPIK_SPAN_ID, OPIK_PARENT_SPAN_ID, MINTED_TRACE)
-
-
-@pytest.fixture(autouse=True)
-def isolated_opik_settings(monkeypatch, tmp_path):
-    for name in list(os.environ):
-        if name.startswith("OPIK_"):
-            monkeypatch.delenv(name)
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    return home
-
-
-@pytest.fixture
-def opik():
-    with LocalOpik() as server:
-        yield server
 
 
 @pytest.fixture

@@ -33,30 +33,14 @@ from opik_otel import (
 from opik_otel.attributes import MINTED_TRACE, OPIK_SPAN_ID, OPIK_TRACE_ID
 from opik_otel.testing import LocalOpik
 
+pytestmark = pytest.mark.usefixtures("isolated_opik_settings")
+
 OTLP_PATH = "/api/v1/private/otel/v1/traces"
 TRACES_PATH = "/api/v1/private/traces/batch"
 SECRET = "sk-opik-Zq7xK9vLmN3pQr5T-distinctive"
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(autouse=True)
-def isolated_opik_settings(monkeypatch, tmp_path):
-    """No OPIK_* variable or ~/.opik.config of the developer leaks into a test."""
-    for name in list(os.environ):
-        if name.startswith("OPIK_"):
-            monkeypatch.delenv(name)
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    return home
-
-
-@pytest.fixture
-def opik():
-    with LocalOpik() as server:
-        yield server
 
 
 @pytest.fixture

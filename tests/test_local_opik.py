@@ -41,12 +41,6 @@ PROTOBUF = {"Content-Type": "application/x-protobuf"}
 
 
 @pytest.fixture
-def opik():
-    with LocalOpik() as server:
-        yield server
-
-
-@pytest.fixture
 def providers():
     created = []
     yield created

@@ -23,12 +23,6 @@ PROJECT = "otel-first-chain"
 TRACES_PATH = "/api/v1/private/traces/batch"
 
 
-@pytest.fixture
-def opik():
-    with LocalOpik() as server:
-        yield server
-
-
 def service_env(opik, tmp_path, name):
     env = {key: value for key, value in os.environ.items() if not key.startswith("OPIK_")}
     home = tmp_path / f"home-{name}"

@@ -35,6 +35,8 @@ from opik_otel.batching import OpikBatchSpanProcessor
 from opik_otel.retry import RetryPolicy
 from opik_otel.testing import LocalOpik
 
+pytestmark = pytest.mark.usefixtures("isolated_opik_settings")
+
 SUCCESS = SpanExportResult.SUCCESS
 FAILURE = SpanExportResult.FAILURE
 OTLP_PATH = "/api/v1/private/otel/v1/traces"
@@ -48,18 +50,6 @@ SLACK = 0.6  # seconds a timeout-bound call may overrun on a busy CI machine
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(autouse=True)
-def isolated_opik_settings(monkeypatch, tmp_path):
-    """No OPIK_* variable or ~/.opik.config of the developer leaks into a test."""
-    for name in list(os.environ):
-        if name.startswith("OPIK_"):
-            monkeypatch.delenv(name)
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    return home
 
 
 @pytest.fixture
