@@ -17,7 +17,7 @@ import argparse
 import random
 import statistics
 import time
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult

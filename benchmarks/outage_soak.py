@@ -277,7 +277,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"dropped by the queue      {batching['dropped_queue_full'] + batching['dropped_at_shutdown']}")
     print(f"spooled / replayed reqs   {exporter_stats['requests_spooled']} / {exporter_stats['requests_replayed']}")
     print(f"spool lost to the cap     {exporter_stats['spool_dropped_records']} records")
-    print(f"exporter counters         " + ", ".join(f"{k}={v}" for k, v in exporter_stats.items() if k.startswith("requests") and v))
+    print("exporter counters         " + ", ".join(f"{k}={v}" for k, v in exporter_stats.items() if k.startswith("requests") and v))
     print(f"peak RSS growth (outage)  {mib(rss_growth)}")
     print(f"peak spool size           {mib(spool_peak_bytes)} in {spool_peak_records} records")
     drained = f"{drained_at - recovered_at:.1f} s" if drained_at is not None else "not observed"

@@ -48,7 +48,7 @@ from .ids import canonical_uuid_v7
 from .linkage import span_attributes
 from .retry import RetryPolicy, describe_failure, parse_retry_after, redact_url
 from .sizing import PROTECTED_ATTRIBUTES, truncation_marker
-from .spans import copy_span
+from .spans import changed_attributes, copy_span
 from .spool import DiskSpool
 from .trace_rows import OPIK_METADATA, OPIK_TAGS, THREAD_ID_ATTRIBUTES, trace_row_from_span, trace_rows_request_body
 
@@ -1179,31 +1179,13 @@ def _sendable_span(span: ReadableSpan, changes: Dict[str, Any]) -> ReadableSpan:
     status_fixed = isinstance(description, str) and _needs_fix(description)
     if not changes and not name_fixed and events is None and not status_fixed:
         return span
-    attributes = None
-    if changes:
-        attributes = dict(span.attributes or {})
-        for key, value in changes.items():
-            if value is None:
-                attributes.pop(key, None)
-            else:
-                attributes[key] = value
-    result = copy_span(span, attributes=attributes, events=tuple(events) if events is not None else None)
-    if name_fixed or status_fixed:
-        result = ReadableSpan(
-            name=_fixed(name),
-            context=result.context,
-            parent=result.parent,
-            resource=result.resource,
-            attributes=result.attributes,
-            events=result.events,
-            links=result.links,
-            kind=result.kind,
-            status=Status(span.status.status_code, _fixed(description)) if status_fixed else result.status,
-            start_time=result.start_time,
-            end_time=result.end_time,
-            instrumentation_scope=result.instrumentation_scope,
-        )
-    return result
+    return copy_span(
+        span,
+        attributes=changed_attributes(span.attributes, changes) if changes else None,
+        events=tuple(events) if events is not None else None,
+        name=_fixed(name) if name_fixed else None,
+        status=Status(span.status.status_code, _fixed(description)) if status_fixed else None,
+    )
 
 
 def _invalid_usage_removals(attributes: Mapping[str, Any]) -> Dict[str, Any]:

@@ -8,7 +8,7 @@ at setup; whatever reaches Opik carries only canonical UUIDv7 ids.
 
 import os
 import uuid
-from typing import Any, Dict, List
+from typing import Any, List
 
 import pytest
 from hypothesis import HealthCheck, event, given, settings

@@ -10,7 +10,6 @@ import dataclasses
 import http.client
 import json
 import logging
-import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path

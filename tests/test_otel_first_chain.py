@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from opik_otel.attributes import MINTED_TRACE
-from opik_otel.testing import LocalOpik
 
 SERVICES = Path(__file__).parent / "services"
 PROJECT = "otel-first-chain"
