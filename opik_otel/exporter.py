@@ -19,7 +19,6 @@ Sending never happens on the application's threads: the exporter runs behind
 :class:`~opik_otel.batching.OpikBatchSpanProcessor` (``configure()`` sets that up).
 """
 
-import copy
 import gzip
 import hashlib
 import json
@@ -34,7 +33,6 @@ from collections import Counter
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import requests
-from google.protobuf.message import DecodeError
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import Event, ReadableSpan
@@ -46,8 +44,8 @@ from .attributes import MINTED_TRACE, OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TR
 from .config import ConfigurationError, OpikConfig, _validate_header_value, resolve_config
 from .ids import canonical_uuid_v7
 from .linkage import span_attributes
+from .payloads import SPANS, TRACES, Payload, dump_json
 from .retry import RetryPolicy, describe_failure, parse_retry_after, redact_url
-from .sizing import PROTECTED_ATTRIBUTES, truncation_marker
 from .spans import changed_attributes, copy_span
 from .spool import DiskSpool
 from .trace_rows import OPIK_METADATA, OPIK_TAGS, THREAD_ID_ATTRIBUTES, trace_row_from_span, trace_rows_request_body
@@ -72,9 +70,7 @@ REPLAY_RETRY_POLICY = DEFAULT_REPLAY_POLICY
 # At shutdown a send gets at most this long (and never past the shutdown deadline).
 _CLOSING_TIMEOUT_SECONDS = 2.0
 
-_SPANS = "otlp"
-_TRACES = "traces"
-_KINDS = (_SPANS, _TRACES)
+_KINDS = (SPANS, TRACES)
 _USAGE_PREFIX = "gen_ai.usage."
 _ID_ATTRIBUTES = (OPIK_TRACE_ID, OPIK_SPAN_ID, OPIK_PARENT_SPAN_ID)
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
@@ -87,11 +83,6 @@ _RESERVED_HEADERS = frozenset(
      "te", "trailer", "upgrade", "expect"}
 )
 # Fields of a trace row whose string values may be cut to fit a request.
-_ROW_TRUNCATABLE_FIELDS = ("input", "output", "metadata", "error_info")
-_MAX_JSON_DEPTH = 64
-_MARKER_AT_END = re.compile(
-    re.escape(truncation_marker(0).encode("utf-8")).replace(b"0", rb"(\d+)") + rb"\Z", re.DOTALL
-).search
 
 _DELIVERED = "delivered"
 _KEEP = "keep"
@@ -210,7 +201,7 @@ class OpikExporter(SpanExporter):
         if compression == "gzip":
             self._span_headers["Content-Encoding"] = "gzip"
         self._rest_headers = {**self._config.headers(), "Content-Type": "application/json"}
-        self._endpoints = {_SPANS: self._span_endpoint, _TRACES: self._config.traces_batch_endpoint}
+        self._endpoints = {SPANS: self._span_endpoint, TRACES: self._config.traces_batch_endpoint}
 
         self._spool: Optional[DiskSpool] = None
         if spool_directory is not False:
@@ -292,7 +283,7 @@ class OpikExporter(SpanExporter):
             delivered = True
             if rows:
                 # Rows first: Opik shows spans whose trace row is missing as orphans.
-                delivered = self._send(_Payload(_TRACES, message=trace_rows_request_body(rows))) and delivered
+                delivered = self._send(Payload(TRACES, message=trace_rows_request_body(rows))) and delivered
             if to_send:
                 payload = self._span_payload(to_send)
                 if payload is not None:
@@ -408,7 +399,7 @@ class OpikExporter(SpanExporter):
                     merged.update(extra)
             except (TypeError, ValueError):
                 pass
-            changes[OPIK_METADATA] = _dump_json(merged)
+            changes[OPIK_METADATA] = dump_json(merged)
         if self._thread_id and not any(key in attributes for key in THREAD_ID_ATTRIBUTES):
             changes[THREAD_ID_ATTRIBUTES[0]] = self._thread_id
         return changes
@@ -426,10 +417,10 @@ class OpikExporter(SpanExporter):
             LOGGER.warning("Could not build an Opik trace row from root span %r.", root.name, exc_info=True)
             return None
 
-    def _span_payload(self, spans: List[ReadableSpan]) -> Optional["_Payload"]:
+    def _span_payload(self, spans: List[ReadableSpan]) -> Optional["Payload"]:
         """Encode spans; a span the OTLP encoder cannot take is left out and logged."""
         try:
-            return _Payload(_SPANS, message=encode_spans(spans))
+            return Payload(SPANS, message=encode_spans(spans))
         except Exception:
             pass
         merged = ExportTraceServiceRequest()
@@ -444,11 +435,11 @@ class OpikExporter(SpanExporter):
                     "Span %r could not be encoded as OTLP and was left out of the batch.",
                     span.name,
                 )
-        return _Payload(_SPANS, message=merged) if len(merged.resource_spans) else None
+        return Payload(SPANS, message=merged) if len(merged.resource_spans) else None
 
     # --- delivering now -----------------------------------------------------------
 
-    def _send(self, payload: "_Payload") -> bool:
+    def _send(self, payload: "Payload") -> bool:
         """Deliver ``payload`` now, or spool it: True when delivered or kept."""
         body = payload.body
         if len(body) > self._max_request_bytes:
@@ -477,7 +468,7 @@ class OpikExporter(SpanExporter):
         self._refuse(payload, outcome)
         return False
 
-    def _send_with_retries(self, payload: "_Payload") -> Tuple[str, _Outcome]:
+    def _send_with_retries(self, payload: "Payload") -> Tuple[str, _Outcome]:
         policy = self._retry_policy
         attempt = 0
         while True:
@@ -501,7 +492,7 @@ class OpikExporter(SpanExporter):
             if self._closing.wait(policy.delay(attempt, outcome.retry_after)):
                 return _KEEP, outcome
 
-    def _shrink(self, payload: "_Payload") -> Optional[List["_Payload"]]:
+    def _shrink(self, payload: "Payload") -> Optional[List["Payload"]]:
         """The smaller requests to send instead of one answered 413, or None."""
         halves = payload.split()
         if halves is not None:
@@ -513,7 +504,7 @@ class OpikExporter(SpanExporter):
         self._count_truncated(payload.kind)
         return [smaller]
 
-    def _keep(self, payload: "_Payload") -> bool:
+    def _keep(self, payload: "Payload") -> bool:
         spool = self._spool
         if spool is None:
             self._count("requests_lost")
@@ -521,7 +512,7 @@ class OpikExporter(SpanExporter):
                 ("lost", payload.kind),
                 "error",
                 "Opik is unreachable and spooling is disabled (spool_directory=False): %s data was dropped.",
-                "span" if payload.kind == _SPANS else "trace-row",
+                "span" if payload.kind == SPANS else "trace-row",
             )
             return False
         stored = spool.append(payload.kind, payload.body, self._headers(payload.kind))
@@ -532,7 +523,7 @@ class OpikExporter(SpanExporter):
         self._wake_replayer()
         return stored
 
-    def _refuse(self, payload: "_Payload", outcome: _Outcome) -> None:
+    def _refuse(self, payload: "Payload", outcome: _Outcome) -> None:
         """A request Opik will never take: count it and say once what to do."""
         self._count("requests_refused")
         self._log_cause(
@@ -544,7 +535,7 @@ class OpikExporter(SpanExporter):
 
     def _describe(self, kind: str, outcome: _Outcome) -> str:
         url = self._endpoints[kind]
-        if kind == _SPANS and self._via_collector and outcome.status in (401, 403, 404, 405):
+        if kind == SPANS and self._via_collector and outcome.status in (401, 403, 404, 405):
             if outcome.status in (401, 403):
                 return (
                     f"The OTLP endpoint {redact_url(url)} rejected the request (HTTP {outcome.status}): "
@@ -577,12 +568,12 @@ class OpikExporter(SpanExporter):
         getattr(LOGGER, level)(message, *args)
 
     def _headers(self, kind: str) -> Dict[str, str]:
-        return self._span_headers if kind == _SPANS else self._rest_headers
+        return self._span_headers if kind == SPANS else self._rest_headers
 
     def _post(self, kind: str, body: bytes, headers: Optional[Mapping[str, str]] = None) -> _Outcome:
         if headers is None:
             headers = self._headers(kind)
-        if kind == _SPANS and self._compression == "gzip":
+        if kind == SPANS and self._compression == "gzip":
             body = gzip.compress(body, compresslevel=6)
         timeout = self._timeout
         if self._closing.is_set():
@@ -627,13 +618,13 @@ class OpikExporter(SpanExporter):
             self._stats[key] += amount
 
     def _count_truncated(self, kind: str) -> None:
-        self._count("spans_truncated" if kind == _SPANS else "trace_rows_truncated")
+        self._count("spans_truncated" if kind == SPANS else "trace_rows_truncated")
         self._log_cause(
             ("truncated", kind),
             "warning",
             "A %s too large for one request to Opik (max_request_bytes=%d, or HTTP 413) had its largest "
             "values truncated; each cut value ends with a '[truncated N bytes by opik_otel]' marker.",
-            "span" if kind == _SPANS else "trace row",
+            "span" if kind == SPANS else "trace row",
             self._max_request_bytes,
         )
 
@@ -719,7 +710,7 @@ class OpikExporter(SpanExporter):
             failures += 1
             recovered_from_outage = True
             if failures == 1:
-                self._log_unreachable(entry.kind if entry.kind in _KINDS else _SPANS, outcome)
+                self._log_unreachable(entry.kind if entry.kind in _KINDS else SPANS, outcome)
             if outcome.status == 500 and self._set_aside_poison(spool, entry, suspect):
                 continue
             if outcome.retry_after is None:
@@ -746,7 +737,7 @@ class OpikExporter(SpanExporter):
                 "error",
                 "Opik keeps answering HTTP 500 to one spooled %s request while accepting the others "
                 "(it probably cannot parse it); that request was dropped.",
-                "span" if entry.kind == _SPANS else "trace-row",
+                "span" if entry.kind == SPANS else "trace-row",
             )
             return True
         if spool.append(entry.kind, entry.body, entry.headers):
@@ -759,9 +750,9 @@ class OpikExporter(SpanExporter):
             LOGGER.warning("Dropped a spooled request of unknown kind %r.", entry.kind)
             spool.remove(entry)
             return None
-        payload = _Payload(entry.kind, body=entry.body)
+        payload = Payload(entry.kind, body=entry.body)
         headers = self._replay_headers(entry.kind, entry.headers)
-        leftovers: List[_Payload] = []
+        leftovers: List[Payload] = []
         outcome = self._replay_payload(payload, headers, leftovers)
         if outcome is not None and leftovers == [payload]:
             return outcome  # nothing changed: the record stays at the head of the spool
@@ -773,7 +764,7 @@ class OpikExporter(SpanExporter):
         spool.remove(entry)
         return outcome
 
-    def _replay_payload(self, payload: "_Payload", headers: Mapping[str, str], leftovers: List["_Payload"]) -> Optional[_Outcome]:
+    def _replay_payload(self, payload: "Payload", headers: Mapping[str, str], leftovers: List["Payload"]) -> Optional[_Outcome]:
         outcome = self._post(payload.kind, payload.body, headers)
         if outcome.ok:
             self._count("requests_replayed")
@@ -849,259 +840,6 @@ class _PoisonTracker:
 
 
 # --- payloads: one request body, and how to make it smaller ---------------------------
-
-
-class _Payload:
-    """A request body of one kind, with the structured message it came from (or will
-    be parsed into, lazily, when it has to be split)."""
-
-    __slots__ = ("kind", "_body", "_message")
-
-    def __init__(self, kind: str, *, body: Optional[bytes] = None, message: Any = None) -> None:
-        self.kind = kind
-        self._body = body
-        self._message = message
-
-    @property
-    def body(self) -> bytes:
-        if self._body is None:
-            if self.kind == _SPANS:
-                self._body = self._message.SerializeToString()
-            else:
-                self._body = _dump_json(self._message).encode("utf-8")
-        return self._body
-
-    def _parsed(self) -> Any:
-        if self._message is None:
-            try:
-                if self.kind == _SPANS:
-                    self._message = ExportTraceServiceRequest.FromString(self.body)
-                else:
-                    document = json.loads(self.body)
-                    if isinstance(document, dict) and isinstance(document.get("traces"), list):
-                        self._message = document
-            except (DecodeError, ValueError, UnicodeDecodeError, RecursionError):
-                self._message = None
-        return self._message
-
-    def split(self) -> Optional[Tuple["_Payload", "_Payload"]]:
-        message = self._parsed()
-        if message is None:
-            return None
-        if self.kind == _SPANS:
-            halves = _split_spans_request(message)
-            if halves is None:
-                return None
-            return _Payload(_SPANS, message=halves[0]), _Payload(_SPANS, message=halves[1])
-        rows = message["traces"]
-        if len(rows) < 2:
-            return None
-        middle = (len(rows) + 1) // 2
-        return (
-            _Payload(_TRACES, message={**message, "traces": rows[:middle]}),
-            _Payload(_TRACES, message={**message, "traces": rows[middle:]}),
-        )
-
-    def truncated(self, max_bytes: int) -> Optional["_Payload"]:
-        """A copy of a one-item payload whose largest values are cut to fit
-        ``max_bytes``; None when there is nothing to cut."""
-        message = self._parsed()
-        if message is None:
-            return None
-        if self.kind == _SPANS:
-            smaller = _truncate_spans_request(message, max_bytes)
-        else:
-            smaller = _truncate_rows_document(message, max_bytes)
-        return None if smaller is None else _Payload(self.kind, message=smaller)
-
-
-def _split_spans_request(request: ExportTraceServiceRequest) -> Optional[Tuple[ExportTraceServiceRequest, ExportTraceServiceRequest]]:
-    """Two requests with the first and second half of the spans, resource and scope kept."""
-    total = sum(len(scope.spans) for resource in request.resource_spans for scope in resource.scope_spans)
-    if total < 2:
-        return None
-    first_count = (total + 1) // 2
-    halves = (ExportTraceServiceRequest(), ExportTraceServiceRequest())
-    seen = 0
-    for resource in request.resource_spans:
-        resource_copies: Dict[int, Any] = {}
-        for scope in resource.scope_spans:
-            scope_copies: Dict[int, Any] = {}
-            for span in scope.spans:
-                half = 0 if seen < first_count else 1
-                seen += 1
-                if half not in scope_copies:
-                    if half not in resource_copies:
-                        target = halves[half].resource_spans.add()
-                        target.resource.CopyFrom(resource.resource)
-                        target.schema_url = resource.schema_url
-                        resource_copies[half] = target
-                    scope_copy = resource_copies[half].scope_spans.add()
-                    scope_copy.scope.CopyFrom(scope.scope)
-                    scope_copy.schema_url = scope.schema_url
-                    scope_copies[half] = scope_copy
-                scope_copies[half].spans.add().CopyFrom(span)
-    return halves
-
-
-def _truncate_spans_request(request: ExportTraceServiceRequest, max_bytes: int) -> Optional[ExportTraceServiceRequest]:
-    """Cut the largest string/bytes attribute values (span and event attributes, nested
-    ones included) of a request, largest first, until it fits ``max_bytes``.
-
-    Names, ids, links and the Opik linkage attributes are never touched. Each cut value
-    ends with :func:`~opik_otel.sizing.truncation_marker`.
-    """
-    result = ExportTraceServiceRequest()
-    result.CopyFrom(request)
-    excess = result.ByteSize() - max_bytes
-    if excess <= 0:
-        return None
-    leaves: List[Tuple[int, Any, bool]] = []
-    for resource in result.resource_spans:
-        for scope in resource.scope_spans:
-            for span in scope.spans:
-                for pair in span.attributes:
-                    if pair.key not in PROTECTED_ATTRIBUTES:
-                        _collect_any_leaves(pair.value, leaves, 0)
-                for event in span.events:
-                    for pair in event.attributes:
-                        if pair.key not in PROTECTED_ATTRIBUTES:
-                            _collect_any_leaves(pair.value, leaves, 0)
-    changed = False
-    for _size, value, is_text in sorted(leaves, key=lambda leaf: leaf[0], reverse=True):
-        if excess <= 0:
-            break
-        original = value.string_value.encode("utf-8") if is_text else value.bytes_value
-        cut = _cut_bytes(original, excess, is_text)
-        if cut is None:
-            continue
-        head, saved = cut
-        if is_text:
-            value.string_value = head.decode("utf-8")
-        else:
-            value.bytes_value = head
-        excess -= saved
-        changed = True
-    return result if changed else None
-
-
-def _collect_any_leaves(value: Any, leaves: List[Tuple[int, Any, bool]], depth: int) -> None:
-    kind = value.WhichOneof("value")
-    if kind == "string_value":
-        leaves.append((len(value.string_value), value, True))
-    elif kind == "bytes_value":
-        leaves.append((len(value.bytes_value), value, False))
-    elif depth < _MAX_JSON_DEPTH and kind == "array_value":
-        for item in value.array_value.values:
-            _collect_any_leaves(item, leaves, depth + 1)
-    elif depth < _MAX_JSON_DEPTH and kind == "kvlist_value":
-        for pair in value.kvlist_value.values:
-            _collect_any_leaves(pair.value, leaves, depth + 1)
-
-
-def _cut_bytes(original: bytes, excess: int, is_text: bool) -> Optional[Tuple[bytes, int]]:
-    """``original`` cut to save about ``excess`` bytes, marker included, and the bytes
-    saved for sure; None when cutting would not save anything.
-
-    A value cut before (a 413 answered to an already truncated span) keeps one marker
-    that counts everything cut from the original value.
-    """
-    content, previously = _strip_marker(original)
-    marker_budget = len(truncation_marker(previously + len(content)).encode("utf-8"))
-    keep = min(len(content), max(0, len(original) - excess - marker_budget))
-    if is_text:
-        while keep > 0 and keep < len(content) and content[keep] & 0xC0 == 0x80:
-            keep -= 1  # never split a UTF-8 character
-    marker = truncation_marker(previously + len(content) - keep).encode("utf-8")
-    saved = len(original) - keep - len(marker)
-    if saved <= 0:
-        return None
-    return content[:keep] + marker, saved
-
-
-def _strip_marker(value: bytes) -> Tuple[bytes, int]:
-    """``value`` without a truncation marker at its end, and the bytes that marker counts."""
-    match = _MARKER_AT_END(value)
-    if match is None:
-        return value, 0
-    return value[: match.start()], int(match.group(1))
-
-
-def _truncate_rows_document(document: Mapping[str, Any], max_bytes: int) -> Optional[Dict[str, Any]]:
-    """Cut the largest strings of a single trace row's input, output, metadata and
-    error info until the JSON body fits ``max_bytes``; ids, name and times are kept."""
-    rows = document.get("traces")
-    if not isinstance(rows, list) or len(rows) != 1 or not isinstance(rows[0], dict):
-        return None
-    result = {**document, "traces": [copy.deepcopy(rows[0])]}
-    row = result["traces"][0]
-    size = len(_dump_json(result).encode("utf-8"))
-    if size <= max_bytes:
-        return None
-    changed = False
-    for _round in range(3):
-        leaves: List[Tuple[Any, Any, str]] = []
-        for field in _ROW_TRUNCATABLE_FIELDS:
-            if field in row:
-                _collect_json_leaves(row, field, leaves, 0)
-        for container, key, text in sorted(leaves, key=lambda leaf: len(leaf[2]), reverse=True):
-            excess = size - max_bytes
-            if excess <= 0:
-                return result
-            content_bytes, previously = _strip_marker(text.encode("utf-8", "surrogatepass"))
-            content = content_bytes.decode("utf-8", "surrogatepass")
-            encoded = len(json.dumps(text))
-            marker_budget = len(json.dumps(truncation_marker(previously + len(content_bytes))))
-            if encoded <= marker_budget + 2:
-                continue
-            # Escapes make a character cost more than one byte; cut in proportion.
-            keep = min(len(content), max(0, int(len(text) * (encoded - excess - marker_budget) / encoded)))
-            if keep >= len(content) and not previously:
-                continue
-            cut = content[keep:].encode("utf-8", "surrogatepass")
-            container[key] = content[:keep] + truncation_marker(previously + len(cut))
-            changed = True
-            size = len(_dump_json(result).encode("utf-8"))
-        if size <= max_bytes:
-            break
-    return result if changed else None
-
-
-def _collect_json_leaves(container: Any, key: Any, leaves: List[Tuple[Any, Any, str]], depth: int) -> None:
-    value = container[key]
-    if isinstance(value, str):
-        leaves.append((container, key, value))
-    elif depth < _MAX_JSON_DEPTH and isinstance(value, dict):
-        for inner in list(value):
-            _collect_json_leaves(value, inner, leaves, depth + 1)
-    elif depth < _MAX_JSON_DEPTH and isinstance(value, list):
-        for index in range(len(value)):
-            _collect_json_leaves(value, index, leaves, depth + 1)
-
-
-def _dump_json(document: Any) -> str:
-    """JSON Opik's Java backend parses: no NaN/Infinity, anything odd as a string."""
-    try:
-        return json.dumps(document, allow_nan=False, default=str)
-    except (ValueError, TypeError, RecursionError):
-        return json.dumps(_json_safe(document, 0), allow_nan=False, default=str)
-
-
-def _json_safe(value: Any, depth: int) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if depth >= _MAX_JSON_DEPTH:
-        return str(value)
-    if isinstance(value, dict):
-        return {str(key): _json_safe(item, depth + 1) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item, depth + 1) for item in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
-
-
-# --- making spans sendable ------------------------------------------------------------
 
 
 def _id_fixes(attributes: Mapping[str, Any], changes: Dict[str, Any]) -> None:
@@ -1308,7 +1046,7 @@ def _validated_metadata(metadata: Any) -> Dict[str, Any]:
             raise ConfigurationError(f"metadata keys must be text strings; got {key!r}.")
         result[key] = value
     try:
-        json.loads(_dump_json(result))
+        json.loads(dump_json(result))
     except Exception:
         raise ConfigurationError("metadata must be JSON-serialisable.") from None
     return result
@@ -1369,7 +1107,7 @@ def _validated_endpoint(endpoint: Any) -> str:
 
 def _default_spool_directory(endpoints: Mapping[str, str], config: OpikConfig) -> str:
     """A per-user, per-destination directory, so replays never cross destinations."""
-    destination = "|".join([endpoints[_SPANS], endpoints[_TRACES], config.workspace, config.project_name])
+    destination = "|".join([endpoints[SPANS], endpoints[TRACES], config.workspace, config.project_name])
     digest = hashlib.sha256(destination.encode("utf-8")).hexdigest()[:16]
     user = str(os.getuid()) if hasattr(os, "getuid") else "user"
     return os.path.join(tempfile.gettempdir(), f"opik_otel-{user}", digest)
