@@ -35,18 +35,16 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import requests
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.trace import Status
 
 from ._logging import DEFAULT_INTERVAL_SECONDS, get_logger
-from .attributes import MINTED_TRACE, OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
+from .attributes import MINTED_TRACE, OPIK_TRACE_ID
 from .config import ConfigurationError, OpikConfig, _validate_header_value, resolve_config
-from .ids import canonical_uuid_v7
 from .linkage import span_attributes
 from .payloads import SPANS, TRACES, Payload, dump_json
 from .retry import RetryPolicy, describe_failure, parse_retry_after, redact_url
-from .spans import changed_attributes, copy_span
+from .spans import id_fixes, invalid_usage_removals, needs_fix, sendable_span, value_fixes
 from .spool import DiskSpool
 from .trace_rows import OPIK_METADATA, OPIK_TAGS, THREAD_ID_ATTRIBUTES, trace_row_from_span, trace_rows_request_body
 
@@ -71,9 +69,6 @@ REPLAY_RETRY_POLICY = DEFAULT_REPLAY_POLICY
 _CLOSING_TIMEOUT_SECONDS = 2.0
 
 _KINDS = (SPANS, TRACES)
-_USAGE_PREFIX = "gen_ai.usage."
-_ID_ATTRIBUTES = (OPIK_TRACE_ID, OPIK_SPAN_ID, OPIK_PARENT_SPAN_ID)
-_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 # RFC 9110 token characters: what an HTTP header name may consist of.
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
 _SECRET_HEADER_MARKERS = ("authorization", "cookie", "key", "token", "secret", "password")
@@ -369,14 +364,14 @@ class OpikExporter(SpanExporter):
         for span in spans:
             attributes = span_attributes(span)
             minted = attributes.get(MINTED_TRACE) is True
-            changes = _invalid_usage_removals(attributes)
+            changes = invalid_usage_removals(attributes)
             if MINTED_TRACE in attributes:
                 changes[MINTED_TRACE] = None
-            _id_fixes(attributes, changes)
+            id_fixes(attributes, changes)
             if span.parent is None and (minted or OPIK_TRACE_ID not in attributes):
                 changes.update(self._root_options(attributes))
-            _value_fixes(attributes, changes)
-            span = _sendable_span(span, changes)
+            value_fixes(attributes, changes)
+            span = sendable_span(span, changes)
             if minted and span.parent is None:
                 row = self._trace_row(span)
                 if row is not None:
@@ -842,117 +837,6 @@ class _PoisonTracker:
 # --- payloads: one request body, and how to make it smaller ---------------------------
 
 
-def _id_fixes(attributes: Mapping[str, Any], changes: Dict[str, Any]) -> None:
-    """Opik ids written in canonical form; invalid ones left out (Opik would ignore them
-    with a warning, and a wrong spelling must never be stored)."""
-    for key in _ID_ATTRIBUTES:
-        if key in attributes:
-            value = attributes[key]
-            canonical = canonical_uuid_v7(value)
-            if canonical is None:
-                changes[key] = None
-                LOGGER.warning("Span attribute '%s' is not a UUIDv7 string; it is left out of the export.", key)
-            elif canonical is not value:
-                changes[key] = canonical
-
-
-def _value_fixes(attributes: Mapping[str, Any], changes: Dict[str, Any]) -> None:
-    """Keys and values the OTLP encoder would fail on (lone surrogates, ints beyond
-    64 bits): repaired, never dropped."""
-    for key, value in attributes.items():
-        if key in changes:
-            continue
-        if _needs_fix(key):
-            changes[key] = None
-            fixed_key = _fixed(key)
-            if fixed_key not in attributes:
-                changes[fixed_key] = _fixed(value)
-        elif _needs_fix(value):
-            changes[key] = _fixed(value)
-
-
-def _needs_fix(value: Any) -> bool:
-    kind = type(value)
-    if kind is str:
-        if value.isascii():
-            return False
-        try:
-            value.encode("utf-8")
-            return False
-        except UnicodeEncodeError:
-            return True
-    if kind is int:
-        return not _INT64_MIN <= value <= _INT64_MAX
-    if kind is tuple or kind is list:
-        return any(_needs_fix(item) for item in value)
-    return False
-
-
-def _fixed(value: Any) -> Any:
-    kind = type(value)
-    if kind is str:
-        return value.encode("utf-8", "replace").decode("utf-8")
-    if kind is int:
-        return str(value)
-    if kind is tuple or kind is list:
-        return tuple(_fixed(item) for item in value)
-    return value
-
-
-def _sendable_span(span: ReadableSpan, changes: Dict[str, Any]) -> ReadableSpan:
-    """``span`` with attribute ``changes`` (None removes) and any unencodable name,
-    status description or event attribute repaired."""
-    name = span.name
-    name_fixed = isinstance(name, str) and _needs_fix(name)
-    events = None
-    for index, event in enumerate(span.events or ()):
-        event_attributes = event.attributes or {}
-        event_name = event.name
-        if _needs_fix(event_name) or any(_needs_fix(key) or _needs_fix(value) for key, value in event_attributes.items()):
-            if events is None:
-                events = list(span.events)
-            fixed_attributes = {_fixed(key): _fixed(value) for key, value in event_attributes.items()}
-            events[index] = Event(_fixed(event_name), fixed_attributes, event.timestamp)
-    description = span.status.description if span.status is not None else None
-    status_fixed = isinstance(description, str) and _needs_fix(description)
-    if not changes and not name_fixed and events is None and not status_fixed:
-        return span
-    return copy_span(
-        span,
-        attributes=changed_attributes(span.attributes, changes) if changes else None,
-        events=tuple(events) if events is not None else None,
-        name=_fixed(name) if name_fixed else None,
-        status=Status(span.status.status_code, _fixed(description)) if status_fixed else None,
-    )
-
-
-def _invalid_usage_removals(attributes: Mapping[str, Any]) -> Dict[str, Any]:
-    """Usage attributes Opik would reject the whole request for: strings that are not
-    strict JSON (Opik's parser takes no NaN/Infinity either) and byte strings (which
-    arrive as base64 text, never JSON)."""
-    removals: Dict[str, Any] = {}
-    for key, value in attributes.items():
-        kind = type(value)
-        if (kind is str or kind is bytes) and key.startswith(_USAGE_PREFIX):
-            if kind is str:
-                try:
-                    json.loads(value, parse_constant=_refuse_constant)
-                    continue
-                except (ValueError, RecursionError):
-                    pass
-            LOGGER.warning(
-                "Span attribute '%s' is not JSON (nor a number); Opik would refuse the "
-                "whole batch for it, so it is left out.",
-                key,
-            )
-            removals[key] = None
-    return removals
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def _suppressed_context() -> Any:
     """A context in which instrumented HTTP clients create no spans of their own."""
     from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY, _SUPPRESS_INSTRUMENTATION_KEY, set_value
@@ -1029,7 +913,7 @@ def _validated_tags(tags: Any) -> List[str]:
     for tag in tags:
         if not isinstance(tag, str):
             raise ConfigurationError(f"tags must be strings; got {type(tag).__name__}.")
-        if _needs_fix(tag):
+        if needs_fix(tag):
             raise ConfigurationError(f"tag {tag!r} is not valid Unicode text.")
         result.append(tag)
     return result
@@ -1042,7 +926,7 @@ def _validated_metadata(metadata: Any) -> Dict[str, Any]:
         raise ConfigurationError(f"metadata must be a mapping, not {type(metadata).__name__}.")
     result = {}
     for key, value in metadata.items():
-        if not isinstance(key, str) or _needs_fix(key):
+        if not isinstance(key, str) or needs_fix(key):
             raise ConfigurationError(f"metadata keys must be text strings; got {key!r}.")
         result[key] = value
     try:
@@ -1057,7 +941,7 @@ def _validated_thread_id(thread_id: Any) -> Optional[str]:
         return None
     if isinstance(thread_id, int) and not isinstance(thread_id, bool):
         return str(thread_id)
-    if not isinstance(thread_id, str) or _needs_fix(thread_id):
+    if not isinstance(thread_id, str) or needs_fix(thread_id):
         raise ConfigurationError(f"thread_id must be a string, not {type(thread_id).__name__}.")
     return thread_id.strip() or None
 
