@@ -7,6 +7,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from opik_otel import configure
 from opik_otel._logging import reset_rate_limits
 from opik_otel.processor import OpikSpanProcessor
 from opik_otel.testing import LocalOpik
@@ -57,3 +58,22 @@ def opik():
     """An embedded LocalOpik on a loopback port chosen by the OS."""
     with LocalOpik() as server:
         yield server
+
+
+@pytest.fixture
+def pipelines(request, tmp_path):
+    """Factory of ``configure()``d pipelines on private providers; all shut down afterwards."""
+    created = []
+    module = request.module.__name__.rsplit(".", 1)[-1]
+
+    def make(name="p", **options):
+        provider = TracerProvider()
+        options.setdefault("spool_directory", tmp_path / f"spool-{name}-{len(created)}")
+        tracing = configure(tracer_provider=provider, **options)
+        created.append((provider, tracing))
+        return provider.get_tracer(f"tests.{module}.{name}"), tracing
+
+    yield make
+    for provider, tracing in created:
+        tracing.shutdown()
+        provider.shutdown()

@@ -36,23 +36,6 @@ TRACES_PATH = "/api/v1/private/traces/batch"
 OPIK_KEYS = (OPIK_TRACE_ID, OPIK_SPAN_ID, OPIK_PARENT_SPAN_ID, MINTED_TRACE)
 
 
-@pytest.fixture
-def pipelines(tmp_path):
-    created = []
-
-    def make(name="p", **options):
-        provider = TracerProvider()
-        options.setdefault("spool_directory", tmp_path / f"spool-{name}-{len(created)}")
-        tracing = configure(tracer_provider=provider, **options)
-        created.append((provider, tracing))
-        return provider.get_tracer(f"tests.configure.{name}"), tracing
-
-    yield make
-    for provider, tracing in created:
-        tracing.shutdown()
-        provider.shutdown()
-
-
 def by_name(spans):
     named = {s.name: s for s in spans}
     assert len(named) == len(spans), [s.name for s in spans]

@@ -42,24 +42,6 @@ SECRET = "sk-opik-Zq7xK9vLmN3pQr5T-distinctive"
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture
-def pipelines(tmp_path):
-    """Factory for configure()d pipelines on private providers; all shut down afterwards."""
-    created = []
-
-    def make(name="p", **options):
-        provider = TracerProvider()
-        options.setdefault("spool_directory", tmp_path / f"spool-{name}-{len(created)}")
-        tracing = configure(tracer_provider=provider, **options)
-        created.append((provider, tracing))
-        return provider.get_tracer(f"tests.exporter.{name}"), tracing
-
-    yield make
-    for provider, tracing in created:
-        tracing.shutdown()
-        provider.shutdown()
-
-
 def otlp_requests(server):
     return [r for r in server.requests if r.path == OTLP_PATH]
 
