@@ -24,6 +24,7 @@ from opik_otel.attributes import OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_I
 from opik_otel.ids import uuid_v7_int
 from opik_otel.retry import RetryPolicy
 from opik_otel.testing import LocalOpik
+from helpers import is_canonical_v7
 
 try:
     from opik_otel.propagator import OpikPropagator
@@ -88,14 +89,6 @@ def pipeline():
 # ---------------------------------------------------------------------------- helpers
 
 
-def is_canonical_v7(value: Any) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        parsed = uuid.UUID(value)
-    except ValueError:
-        return False
-    return parsed.version == 7 and str(parsed) == value
 
 
 def assert_only_canonical_ids(attributes) -> None:

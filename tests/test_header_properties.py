@@ -14,19 +14,12 @@ from opik_otel import (
     extract_opik_distributed_trace_attributes,
 )
 from opik_otel.ids import uuid_v7_int
+from helpers import is_canonical_v7
 
 TRACER = TracerProvider().get_tracer("tests.header_properties")
 PROPERTY_SETTINGS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def is_canonical_v7(value):
-    if not isinstance(value, str):
-        return False
-    try:
-        parsed = uuid.UUID(value)
-    except ValueError:
-        return False
-    return parsed.version == 7 and str(parsed) == value
 
 
 def spell(value, style):

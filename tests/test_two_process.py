@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from helpers import is_canonical_v7
 
 SERVICES = Path(__file__).parent / "services"
 TIMEOUT = 30
 
 
-def is_canonical_v7(value):
-    return isinstance(value, str) and uuid.UUID(value).version == 7 and str(uuid.UUID(value)) == value
 
 
 @pytest.fixture
