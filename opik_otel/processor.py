@@ -88,7 +88,12 @@ class OpikSpanProcessor(SpanProcessor):
         pass
 
     def shutdown(self) -> None:
-        pass
+        """Stop minting trace ids: no exporter would write their trace rows any more.
+
+        Linkage inherited from parents, headers, baggage or ``@opik.track`` still
+        applies, so spans started later stay in their traces.
+        """
+        self._mint_root_ids = False
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True

@@ -30,10 +30,12 @@ class OpikTracing:
         tracer_provider: TracerProvider,
         exporter: Optional[OpikExporter],
         span_processor: Optional[OpikBatchSpanProcessor],
+        linkage_processor: Optional[OpikSpanProcessor] = None,
     ) -> None:
         self.tracer_provider = tracer_provider
         self.exporter = exporter
         self.span_processor = span_processor
+        self.linkage_processor = linkage_processor
 
     def __repr__(self) -> str:
         return f"OpikTracing(exporter={self.exporter!r})"
@@ -62,6 +64,9 @@ class OpikTracing:
         could not be sent stay spooled on disk for the next run."""
         if self.span_processor is None:
             return
+        if self.linkage_processor is not None:
+            # No exporter will write the rows of traces minted from now on.
+            self.linkage_processor.shutdown()
         try:
             self.span_processor.shutdown(timeout_millis)
         except Exception:
@@ -132,7 +137,8 @@ def configure(
         exporter.shutdown(0)
         return OpikTracing(provider, None, None)
 
-    provider.add_span_processor(OpikSpanProcessor(mint_root_ids=mint_root_ids))
+    linkage = OpikSpanProcessor(mint_root_ids=mint_root_ids)
+    provider.add_span_processor(linkage)
     batch = OpikBatchSpanProcessor(
         exporter,
         max_queue_size=max_queue_size,
@@ -142,7 +148,7 @@ def configure(
     )
     provider.add_span_processor(batch)
     # The processor flushes at exit (bounded by exit_timeout_millis) by itself.
-    return OpikTracing(provider, exporter, batch)
+    return OpikTracing(provider, exporter, batch, linkage)
 
 
 def _global_sdk_provider() -> TracerProvider:

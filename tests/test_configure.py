@@ -343,3 +343,15 @@ def test_configure_without_provider_uses_the_global_sdk_provider(opik, mode, tmp
     assert span.name == f"{mode}-root" and span.trace_id == report["trace_id"]
     assert opik.trace(report["trace_id"]).name == f"{mode}-root"
     assert opik.orphans() == []
+
+
+def test_after_shutdown_no_trace_ids_are_minted_whose_rows_nobody_would_write(opik, pipelines):
+    tracer, tracing = pipelines(url=opik.url)
+    with tracer.start_as_current_span("before") as before:
+        pass
+    assert before.attributes.get(OPIK_TRACE_ID)
+    tracing.shutdown()
+    with tracer.start_as_current_span("after") as after:
+        pass
+    assert OPIK_TRACE_ID not in after.attributes
+    assert MINTED_TRACE not in after.attributes
