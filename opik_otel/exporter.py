@@ -46,7 +46,15 @@ from .payloads import SPANS, TRACES, Payload, dump_json
 from .retry import RetryPolicy, describe_failure, parse_retry_after, redact_url
 from .spans import id_fixes, invalid_usage_removals, needs_fix, sendable_span, value_fixes
 from .spool import DiskSpool
-from .trace_rows import OPIK_METADATA, OPIK_TAGS, THREAD_ID_ATTRIBUTES, trace_row_from_span, trace_rows_request_body
+from .trace_rows import (
+    OPIK_METADATA,
+    OPIK_TAGS,
+    THREAD_ID_ATTRIBUTES,
+    merge_metadata,
+    merge_tags,
+    trace_row_from_span,
+    trace_rows_request_body,
+)
 
 LOGGER = get_logger(__name__)
 
@@ -383,18 +391,11 @@ class OpikExporter(SpanExporter):
         """Trace-level options, written on a root span the way Opik reads them from it."""
         changes: Dict[str, Any] = {}
         if self._tags:
-            existing = attributes.get(OPIK_TAGS)
-            own = list(existing) if isinstance(existing, (list, tuple)) else ([existing] if existing else [])
-            changes[OPIK_TAGS] = list(dict.fromkeys(self._tags + [str(tag) for tag in own]))
+            changes[OPIK_TAGS] = merge_tags(self._tags, attributes.get(OPIK_TAGS))
         if self._metadata:
-            merged = dict(self._metadata)
-            try:
-                extra = json.loads(attributes.get(OPIK_METADATA) or "{}")
-                if isinstance(extra, dict):
-                    merged.update(extra)
-            except (TypeError, ValueError):
-                pass
-            changes[OPIK_METADATA] = dump_json(merged)
+            # Only the opik.metadata blob: opik.metadata.<key> attributes stay as they are.
+            blob = {OPIK_METADATA: attributes[OPIK_METADATA]} if OPIK_METADATA in attributes else {}
+            changes[OPIK_METADATA] = dump_json(merge_metadata(self._metadata, blob))
         if self._thread_id and not any(key in attributes for key in THREAD_ID_ATTRIBUTES):
             changes[THREAD_ID_ATTRIBUTES[0]] = self._thread_id
         return changes

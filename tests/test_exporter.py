@@ -516,6 +516,19 @@ def test_trace_level_tags_metadata_and_thread_on_root_spans_and_trace_rows(opik,
     assert opik.orphans() == []
 
 
+def test_trace_level_tags_merge_with_span_tags_in_every_form_opik_accepts(opik, pipelines):
+    tracer, tracing = pipelines(url=opik.url, project_name="tag-forms", tags=["prod"])
+    with tracer.start_as_current_span("comma", attributes={"opik.tags": "a, b"}):
+        pass
+    with tracer.start_as_current_span("json", attributes={"opik.tags": '["c", "prod"]'}):
+        pass
+    assert tracing.force_flush()
+
+    spans = {s.name: s for s in opik.spans(project="tag-forms")}
+    assert spans["comma"].tags == ["prod", "a", "b"]
+    assert spans["json"].tags == ["prod", "c"]
+
+
 def test_invalid_usage_string_is_dropped_with_a_warning_and_the_batch_delivered(opik, pipelines, caplog):
     caplog.set_level(logging.WARNING)
     # Control: as-is, Opik refuses the whole request for such an attribute.
