@@ -66,11 +66,6 @@ def span_linkage(span: Any) -> Optional[Linkage]:
     return Linkage(trace_id, span_id)
 
 
-def has_opik_signal(entries: Mapping[str, Any]) -> bool:
-    """Tell whether span attributes or baggage entries mention Opik linkage at all."""
-    return OPIK_TRACE_ID in entries or OPIK_SPAN_ID in entries
-
-
 def parent_span_linkage(attributes: Mapping[str, Any]) -> Optional[Linkage]:
     """Linkage a child inherits from its parent span's attributes.
 
@@ -141,8 +136,7 @@ def resolve_linkage(context: Optional[Context]) -> Optional[Linkage]:
         context = get_current()
     parent = context.get(_SPAN_KEY)
     if parent is not None:
-        # span_attributes() and has_opik_signal() inlined: this is the per-span hot path
-        # (paying for the propagated-linkage lookup below).
+        # span_attributes() inlined for the SDK's own span: this is the per-span hot path.
         store = getattr(parent, "_attributes", None)
         attributes = store._dict if type(store) is BoundedAttributes else span_attributes(parent)
         if OPIK_TRACE_ID in attributes or OPIK_SPAN_ID in attributes:
