@@ -91,8 +91,8 @@ class OpikBatchSpanProcessor(SpanProcessor):
         self._reset_process_state()
         reference = weakref.ref(self)
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=_if_alive(reference, OpikBatchSpanProcessor._reset_process_state))
-        atexit.register(_if_alive(reference, OpikBatchSpanProcessor._shutdown_at_exit))
+            os.register_at_fork(after_in_child=if_alive(reference, OpikBatchSpanProcessor._reset_process_state))
+        atexit.register(if_alive(reference, OpikBatchSpanProcessor._shutdown_at_exit))
         self._reference = reference
 
     def _reset_process_state(self) -> None:
@@ -252,7 +252,7 @@ class OpikBatchSpanProcessor(SpanProcessor):
             _register_multiprocessing_finalizer(self._reference)
 
     def _run(self) -> None:
-        token = attach(_suppressed_context())
+        token = attach(suppressed_context())
         try:
             queue, wake = self._queue, self._wake
             while True:
@@ -349,21 +349,23 @@ def _accepts_timeout(method: Callable[..., Any]) -> bool:
         return False
 
 
-def _suppressed_context() -> Context:
+def suppressed_context() -> Context:
     """Instrumented HTTP clients used by the exporter must not trace their own requests."""
     from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY, _SUPPRESS_INSTRUMENTATION_KEY
 
     return set_value(_SUPPRESS_HTTP_INSTRUMENTATION_KEY, True, set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
 
 
-def _if_alive(reference: "weakref.ref[OpikBatchSpanProcessor]", method: Callable[[Any], None]) -> Callable[[], None]:
+def if_alive(reference: "weakref.ref[Any]", method: Callable[[Any], None]) -> Callable[[], None]:
+    """A fork or exit hook calling ``method(obj)`` while ``reference`` still has it."""
+
     def call() -> None:
-        processor = reference()
-        if processor is not None:
+        target = reference()
+        if target is not None:
             try:
-                method(processor)
+                method(target)
             except Exception:  # hooks at fork and exit must never raise
-                LOGGER.warning("Opik span processor hook failed.", exc_info=True)
+                LOGGER.warning("An opik_otel %s hook failed.", type(target).__name__, exc_info=True)
 
     return call
 
@@ -384,6 +386,6 @@ def _register_multiprocessing_finalizer(reference: "weakref.ref[OpikBatchSpanPro
     try:
         from multiprocessing import util
 
-        util.Finalize(None, _if_alive(reference, OpikBatchSpanProcessor._shutdown_at_exit), exitpriority=10)
+        util.Finalize(None, if_alive(reference, OpikBatchSpanProcessor._shutdown_at_exit), exitpriority=10)
     except Exception:
         LOGGER.debug("Could not register the span flush for this multiprocessing child.", exc_info=True)

@@ -30,7 +30,7 @@ import threading
 import time
 import weakref
 from collections import Counter
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import requests
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
@@ -40,6 +40,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ._logging import DEFAULT_INTERVAL_SECONDS, get_logger
 from .attributes import MINTED_TRACE, OPIK_TRACE_ID
+from .batching import if_alive, suppressed_context
 from .config import ConfigurationError, OpikConfig, _validate_header_value, resolve_config
 from .linkage import span_attributes
 from .payloads import SPANS, TRACES, Payload, dump_json
@@ -218,7 +219,7 @@ class OpikExporter(SpanExporter):
         self._hold_until = 0.0  # monotonic time before which Opik asked not to be called
         self._reset_process_state()
         if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=_call_if_alive(weakref.WeakMethod(self._reset_process_state)))
+            os.register_at_fork(after_in_child=if_alive(weakref.ref(self), OpikExporter._reset_process_state))
         if self._spool is not None and self._spool.claim_abandoned():
             self._wake_replayer()
 
@@ -663,7 +664,7 @@ class OpikExporter(SpanExporter):
     def _replay(self) -> None:
         from opentelemetry.context import attach, detach
 
-        token = attach(_suppressed_context())
+        token = attach(suppressed_context())
         try:
             self._replay_loop()
         except Exception:
@@ -836,22 +837,6 @@ class _PoisonTracker:
 
 
 # --- payloads: one request body, and how to make it smaller ---------------------------
-
-
-def _suppressed_context() -> Any:
-    """A context in which instrumented HTTP clients create no spans of their own."""
-    from opentelemetry.context import _SUPPRESS_HTTP_INSTRUMENTATION_KEY, _SUPPRESS_INSTRUMENTATION_KEY, set_value
-
-    return set_value(_SUPPRESS_HTTP_INSTRUMENTATION_KEY, True, set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
-
-
-def _call_if_alive(method: "weakref.WeakMethod[Any]") -> Callable[[], None]:
-    def call() -> None:
-        bound = method()
-        if bound is not None:
-            bound()
-
-    return call
 
 
 # --- validating settings ----------------------------------------------------------------
