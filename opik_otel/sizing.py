@@ -11,9 +11,9 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import Event, ReadableSpan
-from opentelemetry.sdk.util import BoundedList
 
 from opik_otel.attributes import OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
+from opik_otel.spans import copy_span
 
 T = TypeVar("T")
 
@@ -143,7 +143,7 @@ def _rebuild(span: ReadableSpan, replacements: Mapping[_Path, _Leaf]) -> Readabl
     for path, value in replacements.items():
         by_owner.setdefault(path[0], {})[path[1:]] = value
 
-    attributes = span.attributes
+    attributes = None
     if None in by_owner:
         attributes = _copy_attributes(
             span.attributes, by_owner[None], span.dropped_attributes
@@ -156,20 +156,7 @@ def _rebuild(span: ReadableSpan, replacements: Mapping[_Path, _Leaf]) -> Readabl
                 _copy_attributes(event.attributes, by_owner[index], event.dropped_attributes),
                 event.timestamp,
             )
-    return ReadableSpan(
-        name=span.name,
-        context=span.context,
-        parent=span.parent,
-        resource=span.resource,
-        attributes=attributes,
-        events=_with_dropped(events, span.dropped_events),
-        links=_with_dropped(span.links, span.dropped_links),
-        kind=span.kind,
-        status=span.status,
-        start_time=span.start_time,
-        end_time=span.end_time,
-        instrumentation_scope=span.instrumentation_scope,
-    )
+    return copy_span(span, attributes=attributes, events=events)
 
 
 def _copy_attributes(
@@ -199,10 +186,3 @@ def _replace_at(value: Any, path: _Path, leaf: _Leaf) -> Any:
     items[head] = _replace_at(items[head], rest, leaf)
     return tuple(items)
 
-
-def _with_dropped(items: Sequence[T], dropped: int) -> Sequence[T]:
-    if not dropped:
-        return tuple(items)
-    bounded = BoundedList.from_seq(None, items)
-    bounded.dropped = dropped
-    return bounded

@@ -6,6 +6,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import Status
 
 from ._logging import get_logger
@@ -38,14 +39,23 @@ def copy_span(
         parent=span.parent,
         resource=span.resource,
         attributes=span.attributes if attributes is None else attributes,
-        events=span.events if events is None else events,
-        links=span.links,
+        events=with_dropped(span.events if events is None else events, span.dropped_events),
+        links=with_dropped(span.links, span.dropped_links),
         kind=span.kind,
         status=span.status if status is None else status,
         start_time=span.start_time,
         end_time=span.end_time,
         instrumentation_scope=span.instrumentation_scope,
     )
+
+
+def with_dropped(items: Sequence[Any], dropped: int) -> Sequence[Any]:
+    """``items`` carrying the SDK's count of dropped ones, which the exporter reports."""
+    if not dropped:
+        return tuple(items)
+    bounded = BoundedList.from_seq(None, items)
+    bounded.dropped = dropped
+    return bounded
 
 
 def changed_attributes(attributes: Optional[Mapping[str, Any]], changes: Mapping[str, Any]) -> Dict[str, Any]:
