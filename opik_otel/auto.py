@@ -81,7 +81,7 @@ class OpikConfigurator(_OTelSDKConfigurator):
     """
 
     def _configure(self, **kwargs: Any) -> None:
-        super()._configure(**kwargs)
+        super()._configure(**kwargs)  # type: ignore[no-untyped-call]  # the SDK's is untyped
         register_span_processor()
 
 
@@ -110,7 +110,9 @@ def pre_instrument() -> None:
                 )
                 return
             try:
-                OpikConfigurator().configure(auto_instrumentation_version=_auto_instrumentation_version())
+                OpikConfigurator().configure(  # type: ignore[no-untyped-call]
+                    auto_instrumentation_version=_auto_instrumentation_version()
+                )
             except Exception:
                 # It may have failed after setting the provider (an exporter that
                 # cannot start): the processor still goes on whatever provider is there.

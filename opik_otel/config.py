@@ -221,8 +221,8 @@ def _config_file_path(env: Mapping[str, str], config_path: Optional[str]) -> Tup
         return (None if home == "~" else os.path.join(home, DEFAULT_CONFIG_FILE_NAME)), False
     # An injected environment stands for the whole environment, so a test passing {}
     # never picks up the developer's real ~/.opik.config.
-    home = _clean(env.get("HOME")) or _clean(env.get("USERPROFILE"))
-    return (None if home is None else os.path.join(home, DEFAULT_CONFIG_FILE_NAME)), False
+    env_home = _clean(env.get("HOME")) or _clean(env.get("USERPROFILE"))
+    return (None if env_home is None else os.path.join(env_home, DEFAULT_CONFIG_FILE_NAME)), False
 
 
 def _read_config_file(path: Optional[str], *, explicit: bool) -> Dict[str, str]:

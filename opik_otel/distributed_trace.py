@@ -39,10 +39,10 @@ def _normalized_header_name(name: Any) -> Optional[str]:
         name = name.decode("latin-1")
     if not isinstance(name, str):
         return None
-    name = name.lower().replace("-", "_")
-    if name.startswith(_WSGI_PREFIX):
-        name = name[len(_WSGI_PREFIX) :]
-    return name
+    folded = name.lower().replace("-", "_")
+    if folded.startswith(_WSGI_PREFIX):
+        folded = folded[len(_WSGI_PREFIX) :]
+    return folded
 
 
 def _header_items(headers: Any) -> Iterable[Any]:
@@ -201,7 +201,7 @@ def _remove_attribute(span: Any, key: str) -> None:
         return
     bounded = getattr(span, "_attributes", None)
     try:
-        del bounded[key]  # type: ignore[index,union-attr]
+        del bounded[key]  # type: ignore[union-attr]
     except Exception:
         span.set_attribute(key, "")
 

@@ -155,6 +155,10 @@ class OpikExporter(SpanExporter):
             (default: 0.5 s doubling, at most 10 s; it never gives up).
     """
 
+    # Set in _reset_process_state(), which runs again in a forked child.
+    _stats_lock: threading.Lock
+    _sessions: List[requests.Session]
+
     def __init__(
         self,
         url: Optional[str] = None,
@@ -606,7 +610,8 @@ class OpikExporter(SpanExporter):
 
     def _drain_sessions(self) -> List[requests.Session]:
         with self._stats_lock:
-            sessions, self._sessions = self._sessions, []
+            sessions = self._sessions
+            self._sessions = []
         return sessions
 
     def _count(self, key: str, amount: int = 1) -> None:
@@ -642,9 +647,9 @@ class OpikExporter(SpanExporter):
         if closing is not None and closing.is_set():
             self._closing.set()
         self._local = threading.local()
-        self._sessions: List[requests.Session] = []
+        self._sessions = []
         self._stats_lock = threading.Lock()
-        self._stats: Counter = Counter()
+        self._stats: "Counter[str]" = Counter()
         self._logged_causes: Dict[Tuple[Any, ...], float] = {}
         self._replayer_lock = threading.Lock()
         self._wakeup = threading.Event()

@@ -5,9 +5,10 @@ work on the common path (a span with no Opik linkage anywhere) and never raise.
 """
 
 import sys
-from typing import Any, Mapping, NamedTuple, Optional
+from typing import Any, Mapping, NamedTuple, Optional, cast
 
 from opentelemetry.context import Context, create_key, get_current
+from opentelemetry.trace import Span
 
 from opentelemetry.attributes import BoundedAttributes
 
@@ -141,10 +142,10 @@ def resolve_linkage(context: Optional[Context]) -> Optional[Linkage]:
         attributes = store._dict if type(store) is BoundedAttributes else span_attributes(parent)
         if OPIK_TRACE_ID in attributes or OPIK_SPAN_ID in attributes:
             return parent_span_linkage(attributes)
-    propagated = context.get(PROPAGATED_LINKAGE_KEY)
+    propagated = cast(Optional[Linkage], context.get(PROPAGATED_LINKAGE_KEY))
     if propagated is not None:
-        return propagated  # type: ignore[no-any-return]
-    entries = context.get(_BAGGAGE_KEY)
+        return propagated
+    entries = cast(Optional[Mapping[str, Any]], context.get(_BAGGAGE_KEY))
     if entries and (OPIK_TRACE_ID in entries or OPIK_SPAN_ID in entries):
         return baggage_linkage(entries)
     # opik is never imported here: if the application has not imported it, no
@@ -175,5 +176,5 @@ def opik_sdk_linkage(context_storage: Any) -> Optional[Linkage]:
 
 def is_local_root(context: Optional[Context]) -> bool:
     """Tell whether a span starting in ``context`` has no parent span at all."""
-    parent = (get_current() if context is None else context).get(_SPAN_KEY)
+    parent = cast(Optional[Span], (get_current() if context is None else context).get(_SPAN_KEY))
     return parent is None or not parent.get_span_context().is_valid

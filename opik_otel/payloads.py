@@ -84,6 +84,7 @@ class Payload:
         message = self._parsed()
         if message is None:
             return None
+        smaller: Optional[Any]
         if self.kind == SPANS:
             smaller = _truncate_spans_request(message, max_bytes)
         else:

@@ -77,7 +77,7 @@ def _carrier_headers(carrier: Any, getter: Getter[Any]) -> Any:
     try:
         keys = getter.keys(carrier)
     except Exception:
-        keys = ()
+        keys = []
     for key in keys:
         if _normalized_header_name(key) in _OPIK_HEADER_NAMES:
             pairs.append((key, getter.get(carrier, key)))

@@ -28,8 +28,8 @@ class OpikTracing:
     def __init__(
         self,
         tracer_provider: TracerProvider,
-        exporter: Optional[OpikExporter],
-        span_processor: Optional[OpikBatchSpanProcessor],
+        exporter: OpikExporter,
+        span_processor: OpikBatchSpanProcessor,
         linkage_processor: Optional[OpikSpanProcessor] = None,
     ) -> None:
         self.tracer_provider = tracer_provider
@@ -47,8 +47,8 @@ class OpikTracing:
         Returns ``False`` when time ran out (for instance while Opik is down: the spans
         are then in the spool, and replayed once Opik answers).
         """
-        if self.span_processor is None or self.exporter is None:
-            return True
+        if self.linkage_processor is None:
+            return True  # OPIK_TRACK_DISABLE: nothing was queued
         deadline = time.monotonic() + max(0.0, timeout_millis / 1000)
         try:
             if not self.span_processor.force_flush(timeout_millis):
@@ -62,11 +62,10 @@ class OpikTracing:
     def shutdown(self, timeout_millis: int = 30000) -> None:
         """Export what is queued, then stop, within ``timeout_millis``; spans that
         could not be sent stay spooled on disk for the next run."""
-        if self.span_processor is None:
-            return
-        if self.linkage_processor is not None:
-            # No exporter will write the rows of traces minted from now on.
-            self.linkage_processor.shutdown()
+        if self.linkage_processor is None:
+            return  # OPIK_TRACK_DISABLE: both parts were shut down from the start
+        # No exporter will write the rows of traces minted from now on.
+        self.linkage_processor.shutdown()
         try:
             self.span_processor.shutdown(timeout_millis)
         except Exception:
@@ -134,8 +133,11 @@ def configure(
     provider = tracer_provider or _global_sdk_provider()
     if exporter.config.track_disable:
         LOGGER.info("OPIK_TRACK_DISABLE is set: spans are not sent to Opik.")
-        exporter.shutdown(0)
-        return OpikTracing(provider, None, None)
+        # Both parts exist, shut down and never added to the provider, so that
+        # tracing.exporter.stats and tracing.span_processor.stats are always there.
+        disabled = OpikBatchSpanProcessor(exporter)
+        disabled.shutdown(0)
+        return OpikTracing(provider, exporter, disabled)
 
     linkage = OpikSpanProcessor(mint_root_ids=mint_root_ids)
     provider.add_span_processor(linkage)

@@ -12,6 +12,32 @@ from opik_otel._logging import reset_rate_limits
 from opik_otel.processor import OpikSpanProcessor
 from opik_otel.testing import LocalOpik
 
+# Modules whose tests run real services as subprocesses (multi-service chains, the demo,
+# opentelemetry-instrument). CI runs them on the default interpreter only; every other
+# supported Python runs the rest: `pytest -m "not integration"`.
+INTEGRATION_MODULES = frozenset(
+    {
+        "test_examples",
+        "test_multi_service",
+        "test_otel_first_chain",
+        "test_readme",
+        "test_two_process",
+        "test_zero_code",
+    }
+)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "integration: runs real services as subprocesses (default interpreter in CI)"
+    )
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in INTEGRATION_MODULES:
+            item.add_marker(pytest.mark.integration)
+
 
 @pytest.fixture(autouse=True)
 def _reset_warning_rate_limits():

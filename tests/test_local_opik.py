@@ -579,7 +579,8 @@ def test_fail_next_with_retry_after_is_retried_by_the_exporter(opik, providers):
     started = time.monotonic()
     with tracer.start_as_current_span("eventually"):
         pass
-    assert 0.2 <= time.monotonic() - started < 2.0
+    # The OTLP exporter's own backoff decides how long (SDK 1.41, the last for Python 3.9, ignores Retry-After).
+    assert time.monotonic() - started >= 0.2
     assert [r.status for r in opik.requests] == [503, 503, 200]
     assert [r.injected for r in opik.requests] == [True, True, False]
     assert [s.name for s in opik.spans()] == ["eventually"]

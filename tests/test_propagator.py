@@ -1,7 +1,6 @@
 """OpikPropagator: Opik's distributed-trace headers through OTel's propagation API (issue 4)."""
 
 import logging
-from importlib.metadata import entry_points
 
 import pytest
 from opentelemetry import baggage, context, trace
@@ -10,6 +9,7 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import Getter, Setter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from helpers import entry_points
 from opik_otel import OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID, attach_to_parent
 from opik_otel import propagator as propagator_module
 from opik_otel.linkage import PROPAGATED_LINKAGE_KEY, Linkage

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 from datetime import datetime, timezone
-from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ import requests
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import ProxyTracerProvider
 
+from helpers import entry_points
 from opik_otel import OpikSpanProcessor, generate_id
 from opik_otel.auto import OpikConfigurator, has_opik_span_processor, pre_instrument, register_span_processor
 from opik_otel.testing import LocalOpik

@@ -8,9 +8,11 @@ the status Opik would answer.
 import base64
 import gzip
 import json
+import re
 import zlib
 from datetime import datetime, timezone
-from typing import Any, BinaryIO, Dict, List, Mapping, Optional, Tuple, Union
+from io import BufferedIOBase
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -21,6 +23,8 @@ from opik_otel.testing.records import SpanRecord, TraceRecord
 _OTLP_JSON_ID_FIELDS = frozenset(
     {"traceId", "spanId", "parentSpanId", "trace_id", "span_id", "parent_span_id"}
 )
+
+_SECONDS_FRACTION = re.compile(r"([T ]\d{2}:\d{2}:\d{2})\.(\d+)")
 
 
 class HttpError(Exception):
@@ -74,8 +78,8 @@ def decode_content(body: bytes, encoding: Optional[str]) -> bytes:
     raise HttpError(415, f"unsupported Content-Encoding {encoding!r} (use gzip or none)")
 
 
-def content_media_type(headers: Mapping[str, str]) -> str:
-    return (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+def content_media_type(content_type: Optional[str]) -> str:
+    return (content_type or "").split(";")[0].strip().lower()
 
 
 def parse_otlp(data: bytes, media_type: str) -> ExportTraceServiceRequest:
@@ -96,7 +100,7 @@ def parse_otlp(data: bytes, media_type: str) -> ExportTraceServiceRequest:
     )
 
 
-def read_chunked(rfile: BinaryIO, limit: int) -> Tuple[bytes, int]:
+def read_chunked(rfile: BufferedIOBase, limit: int) -> Tuple[bytes, int]:
     # Keep reading past the limit so the client sees a 413 rather than a reset.
     chunks: List[bytes] = []
     total = 0
@@ -126,6 +130,8 @@ def _normalize_iso(value: Any) -> str:
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
+    # Before Python 3.11 fromisoformat takes only 3 or 6 fraction digits; Opik takes any.
+    text = _SECONDS_FRACTION.sub(lambda m: f"{m.group(1)}.{(m.group(2) + '00000')[:6]}", text, count=1)
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)

@@ -336,7 +336,7 @@ class LocalOpik(OpikStore):
             body = self._read_body(handler, body_size)
             data = decode_content(body, handler.headers.get("Content-Encoding"))
             if path == OTLP_TRACES_PATH:
-                self._ingest_otlp(parse_otlp(data, content_media_type(handler.headers)), project, workspace)
+                self._ingest_otlp(parse_otlp(data, content_media_type(handler.headers.get("Content-Type"))), project, workspace)
                 return _Response(200)
             self._ingest_rest(path, data, project, workspace)
             return _Response(204)
