@@ -672,6 +672,39 @@ def test_main_prints_url_and_trees_on_ctrl_c():
     assert "trace 'demo-root'" in out and "  - demo-root (" in out
 
 
+def test_main_ctrl_c_right_after_start_still_prints_the_trees():
+    # The SIGINT handler is in place before the first line is printed, so a Ctrl-C the
+    # moment the server announces itself ends in the same orderly way.
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "opik_otel.testing"],
+        cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout.readline().startswith("LocalOpik listening on ")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert (proc.returncode, err) == (0, "")
+    assert out.rstrip().endswith("(no traces received)")
+
+
+def test_main_with_a_busy_port_says_so_in_one_line():
+    repo = Path(__file__).resolve().parents[1]
+    with LocalOpik() as busy:
+        result = subprocess.run(
+            [sys.executable, "-m", "opik_otel.testing", "--port", str(busy.port)],
+            cwd=repo, capture_output=True, text=True, timeout=30,
+        )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"LocalOpik cannot listen on 127.0.0.1:{busy.port}: ")
+    assert "--port" in line
+
+
 def test_answers_the_opik_sdk_health_check():
     with LocalOpik() as opik:
         response = requests.get(f"{opik.url}/is-alive/ping", timeout=5)
