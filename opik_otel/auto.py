@@ -35,6 +35,7 @@ from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk.trace import TracerProvider
 
 from ._logging import get_logger
+from .config import ConfigurationError
 from .processor import OpikSpanProcessor
 
 LOGGER = get_logger(__name__)
@@ -113,6 +114,10 @@ def pre_instrument() -> None:
                 OpikConfigurator().configure(  # type: ignore[no-untyped-call]
                     auto_instrumentation_version=_auto_instrumentation_version()
                 )
+            except ConfigurationError as exc:
+                # A setting the user must fix (no Opik URL, Opik Cloud without a key): one
+                # line saying what to do; a traceback would only bury it.
+                LOGGER.warning("Spans are not exported to Opik: %s", exc)
             except Exception:
                 # It may have failed after setting the provider (an exporter that
                 # cannot start): the processor still goes on whatever provider is there.

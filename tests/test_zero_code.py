@@ -292,6 +292,20 @@ def test_pre_instrument_adds_the_processor_to_a_configured_provider(monkeypatch)
     assert has_opik_span_processor(provider)
 
 
+@needs_instrument
+def test_without_an_opik_url_one_actionable_line_and_the_app_still_runs(tmp_path):
+    env = base_env(tmp_path, OTEL_TRACES_EXPORTER="opik", **NO_DISTRO)
+    completed = subprocess.run(
+        [INSTRUMENT, sys.executable, "-c", "print('app ran')"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 0
+    assert completed.stdout == "app ran\n"
+    (line,) = completed.stderr.splitlines()
+    assert line.startswith("Spans are not exported to Opik: No Opik API key is configured")
+    assert "OPIK_URL_OVERRIDE" in line and "OPIK_API_KEY" in line
+
+
 def test_pre_instrument_never_raises(monkeypatch, caplog):
     def broken():
         raise RuntimeError("boom")
