@@ -14,6 +14,8 @@ import threading
 import time
 from typing import Dict, Iterator, List, Optional
 
+import requests
+
 from opik_otel.testing import LocalOpik
 
 READY_PREFIX = "listening on port "
@@ -27,14 +29,27 @@ def opik_target(project_name: str) -> Iterator[Optional[LocalOpik]]:
     starts (they inherit the environment) send to the same place.
     """
     os.environ.setdefault("OPIK_PROJECT_NAME", project_name)
-    if os.environ.get("OPIK_URL_OVERRIDE"):
-        print(f"Sending traces to {os.environ['OPIK_URL_OVERRIDE']} (project {os.environ['OPIK_PROJECT_NAME']!r})")
+    url = os.environ.get("OPIK_URL_OVERRIDE")
+    if url:
+        problem = unreachable(url)
+        if problem:
+            sys.exit(f"FAIL: cannot reach Opik at {url} ({problem}): start it, or fix OPIK_URL_OVERRIDE.")
+        print(f"Sending traces to {url} (project {os.environ['OPIK_PROJECT_NAME']!r})")
         yield None
         return
     with LocalOpik() as local:
         os.environ["OPIK_URL_OVERRIDE"] = local.url
         print(f"No Opik configured: using an embedded LocalOpik at {local.url}")
         yield local
+
+
+def unreachable(url: str) -> Optional[str]:
+    """Why Opik's health check at ``url`` did not answer, or ``None`` when it did."""
+    try:
+        requests.get(f"{url.rstrip('/')}/is-alive/ping", timeout=5)
+    except requests.RequestException as exc:
+        return type(exc).__name__
+    return None
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ traces go to that Opik.
 Run: ``python examples/distributed_demo.py``
 """
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -109,7 +110,8 @@ def ask_from_opik_sdk_client(agent_url: str) -> None:
     opik.flush_tracker()
 
 
-def ask_from_otel_first_client(agent_url: str) -> None:
+def ask_from_otel_first_client(agent_url: str) -> int:
+    """Ask once from an OTel-first client; returns how many export requests Opik accepted."""
     from opentelemetry.sdk.trace import TracerProvider
 
     tracing = opik_otel.configure(tracer_provider=TracerProvider())
@@ -120,6 +122,7 @@ def ask_from_otel_first_client(agent_url: str) -> None:
         reply = requests.post(f"{agent_url}/ask", json={"question": QUESTION}, headers=headers, timeout=30).json()
     print(f"  OTel-first client -> {reply}  (Opik trace {trace_id})")
     tracing.shutdown()
+    return tracing.exporter.stats["requests_sent"]
 
 
 def parent_name(parent: Optional[SpanRecord]) -> str:
@@ -153,11 +156,14 @@ def main() -> int:
         try:
             print("Sending requests:")
             ask_from_opik_sdk_client(services["agent"].url)
-            ask_from_otel_first_client(services["agent"].url)
+            accepted = ask_from_otel_first_client(services["agent"].url)
         finally:
             print("Stopping services (they flush their spans on exit) ...")
             stop_services(services)
         if local is None:
+            if not accepted:
+                print(f"FAIL: Opik at {os.environ['OPIK_URL_OVERRIDE']} accepted none of the spans: check the URL, OPIK_API_KEY and OPIK_WORKSPACE.")
+                return 1
             print("Done: open your Opik project to see the two traces.")
             return 0
         local.wait_for_spans(2 * (len(EXPECTED_EDGES) + 1), timeout=20)

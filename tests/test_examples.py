@@ -68,3 +68,29 @@ def test_distributed_demo_sends_to_the_configured_opik_instead():
             "sdk-client: user question",
         ]
         assert configured.orphans() == []
+
+
+def test_distributed_demo_fails_in_one_line_when_the_configured_opik_is_unreachable():
+    from opik_otel.testing import LocalOpik
+
+    with LocalOpik() as gone:
+        url = gone.url
+    result = run_example("distributed_demo.py", timeout=60, OPIK_URL_OVERRIDE=url)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"FAIL: cannot reach Opik at {url} (ConnectionError): start it, or fix OPIK_URL_OVERRIDE."
+    ]
+
+
+def test_distributed_demo_fails_when_the_configured_opik_accepts_nothing():
+    pytest.importorskip("opik")
+    from opik_otel.testing import LocalOpik
+
+    with LocalOpik(api_key="the-right-key") as refusing:  # the demo sends no key: 401
+        result = run_example("distributed_demo.py", timeout=180, OPIK_URL_OVERRIDE=refusing.url)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == (
+        f"FAIL: Opik at {refusing.url} accepted none of the spans: "
+        "check the URL, OPIK_API_KEY and OPIK_WORKSPACE."
+    )
