@@ -434,8 +434,21 @@ class ExplodingSpan:
         ("span", {_SPAN_KEY: ExplodingSpan()}),
     ],
 )
-def test_on_start_never_raises(span, parent_context):
-    OpikSpanProcessor().on_start(span, parent_context)
+def test_on_start_never_raises_and_keeps_linking(span, parent_context, exporter):
+    linker = OpikSpanProcessor()
+    assert linker.on_start(span, parent_context) is None
+    # The same processor still does its job on the next, ordinary spans.
+    provider = TracerProvider()
+    provider.add_span_processor(linker)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("after-the-weird-input")
+    with tracer.start_as_current_span("boundary") as boundary:
+        attach_to_parent(boundary, {"opik_trace_id": TRACE})
+        with tracer.start_as_current_span("child"):
+            pass
+    child = next(s for s in exporter.get_finished_spans() if s.name == "child")
+    assert child.attributes[OPIK_TRACE_ID] == TRACE
+    assert child.attributes[OPIK_PARENT_SPAN_ID] == boundary.attributes[OPIK_SPAN_ID]
 
 
 def test_on_start_on_a_broken_span_warns(linkage_warnings):

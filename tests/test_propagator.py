@@ -444,14 +444,23 @@ def test_inject_with_an_exploding_setter_warns_once(tracer, propagator_warnings)
     assert len(propagator_warnings()) == 1
 
 
-def test_inject_into_an_immutable_carrier_does_not_raise(tracer):
+def test_inject_into_an_immutable_carrier_warns_instead_of_raising(tracer, caplog):
+    caplog.set_level(logging.WARNING)
     with tracer.start_as_current_span("client") as span:
         attach_to_parent(span, {"opik_trace_id": TRACE})
-        OpikPropagator(baggage=True).inject(())
+        assert OpikPropagator(baggage=True).inject(()) is None
+    assert [r.getMessage() for r in caplog.records if r.name == propagator_module.LOGGER.name] == [
+        "Could not write Opik distributed trace headers into a tuple carrier."
+    ]
 
 
-def test_extract_with_a_non_context_context_does_not_raise():
-    OpikPropagator().extract({"opik_trace_id": TRACE}, context=object())
+def test_extract_with_a_non_context_context_returns_it_and_warns(caplog):
+    caplog.set_level(logging.WARNING)
+    not_a_context = object()
+    assert OpikPropagator().extract({"opik_trace_id": TRACE}, context=not_a_context) is not_a_context
+    assert [r.getMessage() for r in caplog.records if r.name == propagator_module.LOGGER.name] == [
+        "Could not store Opik linkage in the context."
+    ]
 
 
 # --- registration -------------------------------------------------------------------------
