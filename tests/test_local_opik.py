@@ -615,6 +615,15 @@ def test_refuse_and_accept_connections_on_the_same_port(opik):
     assert [s.name for s in opik.spans()] == ["back"]
 
 
+def test_down_without_with_refuses_until_accept_connections(opik):
+    opik.down()
+    with pytest.raises(requests.ConnectionError):
+        post_json(opik, otlp_doc(jspan("lost", ROOT_HEX)))
+    opik.accept_connections()
+    assert post_json(opik, otlp_doc(jspan("back", ROOT_HEX))).status_code == 200
+    assert [s.name for s in opik.spans()] == ["back"]
+
+
 def test_delay(opik):
     opik.delay(0.5)
     with pytest.raises(requests.exceptions.ReadTimeout):

@@ -6,9 +6,8 @@ import json
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from urllib.parse import urlsplit
 
 from opik_otel.testing.decoding import (
@@ -93,6 +92,19 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass  # keep test output clean; every request is in LocalOpik.requests
 
+
+
+class Outage:
+    """What :meth:`LocalOpik.down` returns: leaving its ``with`` block ends the outage."""
+
+    def __init__(self, opik: "LocalOpik") -> None:
+        self._opik = opik
+
+    def __enter__(self) -> "LocalOpik":
+        return self._opik
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._opik.accept_connections()
 
 
 class LocalOpik(OpikStore):
@@ -233,14 +245,11 @@ class LocalOpik(OpikStore):
             if self._running and self._server is None:
                 self._bind()
 
-    @contextmanager
-    def down(self) -> Iterator["LocalOpik"]:
-        """Refuse connections for the duration of the ``with`` block."""
+    def down(self) -> "Outage":
+        """Refuse connections from now on: until the end of the ``with`` block when used
+        as ``with opik.down():``, else until :meth:`accept_connections`."""
         self.refuse_connections()
-        try:
-            yield self
-        finally:
-            self.accept_connections()
+        return Outage(self)
 
     def delay(self, seconds: float) -> None:
         """Delay every response by ``seconds`` (0 turns the delay off)."""
