@@ -37,7 +37,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from ._logging import DEFAULT_INTERVAL_SECONDS, get_logger
+from ._logging import DEFAULT_INTERVAL_SECONDS, RATE_LIMIT_KEY, get_logger
 from .attributes import MINTED_TRACE, OPIK_TRACE_ID
 from .batching import if_alive, suppressed_context
 from .config import ConfigurationError, OpikConfig, _validate_header_value, resolve_config
@@ -550,8 +550,8 @@ class OpikExporter(SpanExporter):
     def _log_cause(self, cause: Tuple[Any, ...], level: str, message: str, *args: Any) -> None:
         """Log ``message`` at most once per interval for each distinct ``cause``.
 
-        Exception texts vary from one failure to the next (addresses, ports), so the
-        package filter, which compares whole messages, would let every one through.
+        The template is a bare "%s" for every cause, so the cause is also what the
+        package filter limits by.
         """
         now = time.monotonic()
         with self._stats_lock:
@@ -561,7 +561,7 @@ class OpikExporter(SpanExporter):
             if len(self._logged_causes) > 256:
                 self._logged_causes.clear()
             self._logged_causes[cause] = now
-        getattr(LOGGER, level)(message, *args)
+        getattr(LOGGER, level)(message, *args, extra={RATE_LIMIT_KEY: cause})
 
     def _headers(self, kind: str) -> Dict[str, str]:
         return self._span_headers if kind == SPANS else self._rest_headers
