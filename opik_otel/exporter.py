@@ -44,7 +44,15 @@ from .config import ConfigurationError, OpikConfig, _validate_header_value, reso
 from .linkage import span_attributes
 from .payloads import SPANS, TRACES, Payload, dump_json
 from .retry import RetryPolicy, describe_failure, parse_retry_after, redact_url
-from .spans import id_fixes, invalid_usage_removals, needs_fix, sendable_span, value_fixes
+from .repairs import is_sendable_text
+from .spans import (
+    id_fixes,
+    invalid_usage_removals,
+    sendable_span,
+    sendable_surroundings,
+    value_fixes,
+    with_text_keys_and_name,
+)
 from .spool import DiskSpool
 from .trace_rows import (
     OPIK_METADATA,
@@ -370,6 +378,7 @@ class OpikExporter(SpanExporter):
         prepared: List[ReadableSpan] = []
         rows: List[Dict[str, Any]] = []
         for span in spans:
+            span = with_text_keys_and_name(span)
             attributes = span_attributes(span)
             minted = attributes.get(MINTED_TRACE) is True
             changes = invalid_usage_removals(attributes)
@@ -385,7 +394,7 @@ class OpikExporter(SpanExporter):
                 if row is not None:
                     rows.append(row)
             prepared.append(span)
-        return prepared, rows
+        return sendable_surroundings(prepared), rows
 
     def _root_options(self, attributes: Mapping[str, Any]) -> Dict[str, Any]:
         """Trace-level options, written on a root span the way Opik reads them from it."""
@@ -409,8 +418,9 @@ class OpikExporter(SpanExporter):
                 metadata=self._metadata,
                 thread_id=self._thread_id,
             )
-        except ValueError:
-            LOGGER.warning("Could not build an Opik trace row from root span %r.", root.name, exc_info=True)
+        except ValueError as error:
+            # Predictable bad input (a marker attribute set by user code): no traceback.
+            LOGGER.warning("Could not build an Opik trace row from a root span: %s", error)
             return None
 
     def _span_payload(self, spans: List[ReadableSpan]) -> Optional["Payload"]:
@@ -898,7 +908,7 @@ def _validated_tags(tags: Any) -> List[str]:
     for tag in tags:
         if not isinstance(tag, str):
             raise ConfigurationError(f"tags must be strings; got {type(tag).__name__}.")
-        if needs_fix(tag):
+        if not is_sendable_text(tag):
             raise ConfigurationError(f"tag {tag!r} is not valid Unicode text.")
         result.append(tag)
     return result
@@ -911,7 +921,7 @@ def _validated_metadata(metadata: Any) -> Dict[str, Any]:
         raise ConfigurationError(f"metadata must be a mapping, not {type(metadata).__name__}.")
     result = {}
     for key, value in metadata.items():
-        if not isinstance(key, str) or needs_fix(key):
+        if not is_sendable_text(key):
             raise ConfigurationError(f"metadata keys must be text strings; got {key!r}.")
         result[key] = value
     # Values need no check: dump_json writes anything odd as a string.
@@ -923,7 +933,7 @@ def _validated_thread_id(thread_id: Any) -> Optional[str]:
         return None
     if isinstance(thread_id, int) and not isinstance(thread_id, bool):
         return str(thread_id)
-    if not isinstance(thread_id, str) or needs_fix(thread_id):
+    if not is_sendable_text(thread_id):
         raise ConfigurationError(f"thread_id must be a string, not {type(thread_id).__name__}.")
     return thread_id.strip() or None
 
