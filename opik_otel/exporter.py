@@ -46,6 +46,7 @@ from .payloads import SPANS, TRACES, Payload, dump_json
 from .retry import RetryPolicy, describe_failure, parse_retry_after, redact_url
 from .repairs import is_sendable_text
 from .spans import (
+    distinct_span_id_fix,
     id_fixes,
     invalid_usage_removals,
     sendable_span,
@@ -222,6 +223,7 @@ class OpikExporter(SpanExporter):
                 directory = _path_setting("spool_directory", spool_directory)
             self._spool = DiskSpool(directory, max_bytes=spool_max_bytes)
 
+        self._seen_span_ids: Dict[str, int] = {}
         self._closing_deadline = math.inf
         self._hold_until = 0.0  # monotonic time before which Opik asked not to be called
         self._reset_process_state()
@@ -385,6 +387,7 @@ class OpikExporter(SpanExporter):
             if MINTED_TRACE in attributes:
                 changes[MINTED_TRACE] = None
             id_fixes(attributes, changes)
+            distinct_span_id_fix(span, changes, self._seen_span_ids)
             if span.parent is None and (minted or OPIK_TRACE_ID not in attributes):
                 changes.update(self._root_options(attributes))
             value_fixes(attributes, changes)

@@ -13,7 +13,7 @@ from opentelemetry.trace import Link, Status
 
 from ._logging import get_logger
 from .attributes import OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
-from .ids import canonical_uuid_v7
+from .ids import canonical_uuid_v7, generate_id
 from .repairs import is_sendable_text, is_sendable_value, repaired_attribute_value, repaired_attributes, repaired_text
 
 LOGGER = get_logger(__name__)
@@ -86,6 +86,39 @@ def id_fixes(attributes: Mapping[str, Any], changes: Dict[str, Any]) -> None:
                 LOGGER.warning("Span attribute '%s' is not a UUIDv7 string; it is left out of the export.", key)
             elif canonical is not value:
                 changes[key] = canonical
+
+
+# How many recent Opik span ids the exporter remembers to catch one given to two spans.
+SEEN_SPAN_IDS_LIMIT = 16_384
+
+
+def distinct_span_id_fix(span: ReadableSpan, changes: Dict[str, Any], seen: Dict[str, int]) -> None:
+    """Give ``span`` a fresh ``opik.span_id`` when an earlier span (a different OTel span)
+    already used its id: Opik keeps one span per id, so one of the two would be lost.
+    User code setting ``opik.span_id`` itself is how that happens. ``seen`` maps recent
+    Opik span ids to the OTel span id that used them; it is forgotten at
+    :data:`SEEN_SPAN_IDS_LIMIT` entries."""
+    span_id = changes.get(OPIK_SPAN_ID, (span.attributes or {}).get(OPIK_SPAN_ID))
+    if not isinstance(span_id, str):
+        return
+    otel_span_id = span.context.span_id if span.context is not None else 0
+    first = seen.get(span_id)
+    if first is None:
+        if len(seen) >= SEEN_SPAN_IDS_LIMIT:
+            seen.clear()
+        seen[span_id] = otel_span_id
+        return
+    if first == otel_span_id:
+        return  # the same span exported again: an upsert, nothing lost
+    fresh = generate_id((span.start_time or 0) // 1_000_000 or None)
+    seen[fresh] = otel_span_id
+    changes[OPIK_SPAN_ID] = fresh
+    LOGGER.warning(
+        "Span attribute '%s' repeats the Opik id %s of another span; this span gets a fresh id "
+        "so that Opik keeps both. Set opik.span_id on one span only.",
+        OPIK_SPAN_ID,
+        span_id,
+    )
 
 
 def value_fixes(attributes: Mapping[str, Any], changes: Dict[str, Any]) -> None:

@@ -532,3 +532,28 @@ def test_exotic_values_in_plain_spans_are_repaired_without_a_traceback(
     with _Errors() as errors:
         export_and_check(exporter, opik, [span])
     assert errors.records == [], [r.getMessage() for r in errors.records]
+
+
+def test_spans_given_one_opik_span_id_by_user_code_all_reach_opik(opik, exporter, pipeline, caplog):
+    """The case the attribute property found (with ``child=True``): user attributes with
+    a valid ``opik.span_id`` and an invalid ``opik.trace_id`` on a span and its child."""
+    import logging
+
+    tracer, memory = pipeline
+    shared = str(uuid.UUID(int=uuid_v7_int(1_700_000_000_000, 12345)))
+    attributes = {OPIK_SPAN_ID: shared, OPIK_TRACE_ID: "not-an-id"}
+    caplog.set_level(logging.WARNING, logger="opik_otel")
+    with tracer.start_as_current_span("root") as span:
+        span.set_attributes(attributes)
+        with tracer.start_as_current_span("child", attributes=attributes):
+            pass
+    spans = finished(memory)
+    export_and_check(exporter, opik, spans)  # both stored, under distinct ids
+    assert len({record.id for record in opik.spans()}) == 2
+    assert shared in {record.id for record in opik.spans()}  # the first keeps the user's id
+    repeats = [r for r in caplog.records if "repeats the Opik id" in r.getMessage()]
+    assert len(repeats) == 1 and shared in repeats[0].getMessage()
+    # Exporting the same span again is an upsert, not a duplicate.
+    caplog.clear()
+    assert exporter.export(spans[-1:]) is SpanExportResult.SUCCESS
+    assert not [r for r in caplog.records if "repeats the Opik id" in r.getMessage()]
