@@ -13,7 +13,6 @@ back to the next source. The API key is never written to any message.
 from __future__ import annotations
 
 import base64
-import configparser
 import json
 import os
 import urllib.parse
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Mapping, Optional, Tuple
 
 from opik_otel._logging import get_logger
+from opik_otel.config_file import read_config_section
 
 LOGGER = get_logger(__name__)
 
@@ -28,7 +28,6 @@ DEFAULT_CLOUD_URL = "https://www.comet.com/opik/api/"
 DEFAULT_WORKSPACE = "default"
 DEFAULT_PROJECT_NAME = "Default Project"
 DEFAULT_CONFIG_FILE_NAME = ".opik.config"
-CONFIG_FILE_SECTION = "opik"
 
 ENV_URL = "OPIK_URL_OVERRIDE"
 ENV_API_KEY = "OPIK_API_KEY"
@@ -147,7 +146,7 @@ def resolve_config(
     """
     env = os.environ if environ is None else environ
     path, path_is_explicit = _config_file_path(env, config_path)
-    file_values = _read_config_file(path, explicit=path_is_explicit)
+    file_values = read_config_section(path, explicit=path_is_explicit)
 
     def pick(explicit: Optional[str], arg_name: str, env_name: str, file_key: str) -> Tuple[Optional[str], str]:
         for value, source in (
@@ -223,42 +222,6 @@ def _config_file_path(env: Mapping[str, str], config_path: Optional[str]) -> Tup
     # never picks up the developer's real ~/.opik.config.
     home = _clean(env.get("HOME")) or _clean(env.get("USERPROFILE"))
     return (None if home is None else os.path.join(home, DEFAULT_CONFIG_FILE_NAME)), False
-
-
-def _read_config_file(path: Optional[str], *, explicit: bool) -> Dict[str, str]:
-    """Return the ``[opik]`` section of the INI file at ``path``, or ``{}`` with a warning.
-
-    A missing default file is normal; a missing file the user pointed at is worth a
-    warning. Parse errors are reported by type and line only, because configparser's own
-    messages quote the offending line, which may hold the API key.
-    """
-    if path is None:
-        return {}
-    try:
-        if not os.path.exists(path):
-            if explicit:
-                LOGGER.warning("Opik config file %s does not exist; ignoring it (check %s).", path, ENV_CONFIG_PATH)
-            return {}
-        parser = configparser.ConfigParser(interpolation=None)
-        with open(path, encoding="utf-8") as handle:
-            parser.read_file(handle)
-    except configparser.Error as error:
-        line = getattr(error, "lineno", None)
-        where = f" near line {line}" if line is not None else ""
-        LOGGER.warning(
-            "Opik config file %s is not a valid INI file (%s%s); ignoring it. Fix it or rerun `opik configure`.",
-            path,
-            type(error).__name__,
-            where,
-        )
-        return {}
-    except (OSError, ValueError) as error:
-        # ValueError covers undecodable bytes and paths with NUL characters.
-        LOGGER.warning("Opik config file %s cannot be read (%s); ignoring it.", path, type(error).__name__)
-        return {}
-    if not parser.has_section(CONFIG_FILE_SECTION):
-        return {}
-    return dict(parser.items(CONFIG_FILE_SECTION))
 
 
 def _resolve_track_disable(env_value: Optional[str], file_value: Optional[str]) -> bool:
