@@ -53,6 +53,13 @@ _EXPECTED_URL_HINT = (
 )
 _API_KEY_URL_DELIMITER = "*"
 
+_SECRET_HEADER_MARKERS = ("authorization", "cookie", "key", "token", "secret", "password", "auth")
+_CREDENTIALS_HINT = (
+    "Credentials in the URL would be sent to every host it redirects to and shown wherever the URL "
+    "is; remove them. Set OPIK_API_KEY (or api_key=...) for Opik's key; a proxy that needs other "
+    "credentials gets them through headers={...} on OpikExporter/configure()"
+)
+
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on", "y", "t"})
 _FALSE_WORDS = frozenset({"0", "false", "no", "off", "n", "f", ""})
 
@@ -296,36 +303,40 @@ def _validate_url(url: object, *, source: str) -> str:
     if not isinstance(url, str) or not url.strip():
         raise ConfigurationError(f"The Opik URL from {source} is empty. {_EXPECTED_URL_HINT}.")
     url = url.strip()
+    # Every message quotes the URL redacted: it may carry a password.
+    shown = redact_url(url)
     if any(ch.isspace() or not ch.isprintable() for ch in url):
         raise ConfigurationError(
-            f"The Opik URL from {source} contains spaces or control characters: {url!r}. {_EXPECTED_URL_HINT}."
+            f"The Opik URL from {source} contains spaces or control characters: {shown!r}. {_EXPECTED_URL_HINT}."
         )
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port
-    except ValueError as error:
+    except ValueError:
         raise ConfigurationError(
-            f"The Opik URL {url!r} from {source} cannot be parsed ({error}). {_EXPECTED_URL_HINT}."
+            f"The Opik URL {shown!r} from {source} cannot be parsed. {_EXPECTED_URL_HINT}."
         ) from None
+    if "@" in parts.netloc:
+        raise ConfigurationError(f"The Opik URL {shown!r} from {source} contains credentials. {_CREDENTIALS_HINT}.")
     scheme = parts.scheme.lower()
     if scheme in ("grpc", "grpcs") or port == _OTLP_GRPC_PORT:
         raise ConfigurationError(
-            f"The Opik URL {url!r} from {source} looks like an OTLP/gRPC endpoint, but Opik only "
+            f"The Opik URL {shown!r} from {source} looks like an OTLP/gRPC endpoint, but Opik only "
             f"accepts OTLP over HTTP. {_EXPECTED_URL_HINT}."
         )
     if scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(
-            f"The Opik URL {url!r} from {source} must start with http:// or https:// and name a host. "
+            f"The Opik URL {shown!r} from {source} must start with http:// or https:// and name a host. "
             f"{_EXPECTED_URL_HINT}."
         )
     if parts.query or parts.fragment:
         raise ConfigurationError(
-            f"The Opik URL {url!r} from {source} has a query string or fragment; endpoint paths are "
+            f"The Opik URL {shown!r} from {source} has a query string or fragment; endpoint paths are "
             f"appended to it, so give only the API base. {_EXPECTED_URL_HINT}."
         )
     if port == _OTLP_HTTP_COLLECTOR_PORT:
         raise ConfigurationError(
-            f"The Opik URL {url!r} from {source} uses port {_OTLP_HTTP_COLLECTOR_PORT}, the OpenTelemetry "
+            f"The Opik URL {shown!r} from {source} uses port {_OTLP_HTTP_COLLECTOR_PORT}, the OpenTelemetry "
             f"Collector's port, not Opik's. {_EXPECTED_URL_HINT}; to go through a collector, give the "
             f"collector's otlphttp exporter Opik's endpoint instead."
         )
@@ -333,7 +344,7 @@ def _validate_url(url: object, *, source: str) -> str:
     path = parts.path.rstrip("/")
     if _is_cloud_host(parts.hostname) and not path.endswith(_CLOUD_API_PATH):
         raise ConfigurationError(
-            f"The Opik URL {url!r} from {source} is an Opik Cloud host but not its API base; "
+            f"The Opik URL {shown!r} from {source} is an Opik Cloud host but not its API base; "
             f"use {parts.scheme}://{parts.netloc}{_CLOUD_API_PATH}."
         )
     if port == _SELF_HOSTED_FRONTEND_PORT and not path.endswith("/api"):
@@ -356,14 +367,34 @@ def _reject_endpoint_path(url: str, parts: urllib.parse.SplitResult, source: str
     if private_at >= 0:
         base = urllib.parse.urlunsplit((parts.scheme, parts.netloc, path[:private_at], "", ""))
         raise ConfigurationError(
-            f"The Opik URL {url!r} from {source} is an endpoint, not the Opik API base; "
+            f"The Opik URL {redact_url(url)!r} from {source} is an endpoint, not the Opik API base; "
             f"use {base} instead (the endpoint paths are added automatically)."
         )
     if path.endswith("/v1/traces") or path == "/v1" or path.endswith("/v1/metrics") or path.endswith("/v1/logs"):
         raise ConfigurationError(
-            f"The Opik URL {url!r} from {source} is an OTLP endpoint, not the Opik API base. "
+            f"The Opik URL {redact_url(url)!r} from {source} is an OTLP endpoint, not the Opik API base. "
             f"{_EXPECTED_URL_HINT}."
         )
+
+
+def redact_url(url: str) -> str:
+    """``url`` without ``user:password@``, query string or fragment, fit for messages.
+
+    Query strings are dropped as a whole because tokens are sometimes passed there.
+    Text that does not parse as a URL loses everything up to an ``@``.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        return urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+    except ValueError:
+        return url.rpartition("@")[2]
+
+
+def is_secret_header(name: str) -> bool:
+    """Whether a header named ``name`` carries a secret (its value is never shown,
+    logged or written to disk)."""
+    lowered = name.lower()
+    return any(marker in lowered for marker in _SECRET_HEADER_MARKERS)
 
 
 def _validate_header_value(value: object, *, setting: str, secret: bool) -> None:

@@ -40,10 +40,17 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from ._logging import DEFAULT_INTERVAL_SECONDS, RATE_LIMIT_KEY, get_logger
 from .attributes import MINTED_TRACE, OPIK_TRACE_ID
 from .batching import if_alive, suppressed_context
-from .config import ConfigurationError, OpikConfig, _validate_header_value, resolve_config
+from .config import (
+    ConfigurationError,
+    OpikConfig,
+    _validate_header_value,
+    is_secret_header,
+    redact_url,
+    resolve_config,
+)
 from .linkage import span_attributes
 from .payloads import SPANS, TRACES, Payload, dump_json
-from .retry import RetryPolicy, describe_failure, parse_retry_after, redact_url
+from .retry import RetryPolicy, describe_failure, parse_retry_after
 from .repairs import is_sendable_text
 from .spans import (
     distinct_span_id_fix,
@@ -88,7 +95,6 @@ _CLOSING_TIMEOUT_SECONDS = 2.0
 _KINDS = (SPANS, TRACES)
 # RFC 9110 token characters: what an HTTP header name may consist of.
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
-_SECRET_HEADER_MARKERS = ("authorization", "cookie", "key", "token", "secret", "password")
 # Headers the exporter or the HTTP client manage; a user value would corrupt the framing.
 _RESERVED_HEADERS = frozenset(
     {"content-length", "content-type", "content-encoding", "transfer-encoding", "connection", "keep-alive",
@@ -956,8 +962,7 @@ def _validated_headers(headers: Any) -> Dict[str, str]:
             )
         if name.lower() in _RESERVED_HEADERS:
             raise ConfigurationError(f"Header {name!r} is set by the exporter itself and cannot be given in headers=.")
-        secret = any(marker in name.lower() for marker in _SECRET_HEADER_MARKERS)
-        _validate_header_value(value, setting=f"the value of header {name!r}", secret=secret)
+        _validate_header_value(value, setting=f"the value of header {name!r}", secret=is_secret_header(name))
         result[name] = value
     return result
 
@@ -977,10 +982,15 @@ def _validated_endpoint(endpoint: Any) -> str:
 
         parts = urlsplit(endpoint)
         parts.port  # noqa: B018 - raises for a bad port
-    except ValueError as error:
-        raise ConfigurationError(f"otlp_endpoint cannot be parsed ({error}).") from None
+    except ValueError:
+        raise ConfigurationError(f"otlp_endpoint {redact_url(endpoint)!r} cannot be parsed.") from None
     if not parts.hostname:
         raise ConfigurationError("otlp_endpoint must name a host, e.g. http://localhost:4318/v1/traces.")
+    if "@" in parts.netloc:
+        raise ConfigurationError(
+            f"otlp_endpoint {redact_url(endpoint)!r} contains credentials; remove them and pass what the "
+            "collector needs in headers={...} instead (they are never logged or written to disk)."
+        )
     return endpoint
 
 
