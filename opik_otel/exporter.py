@@ -58,6 +58,7 @@ from .spans import (
     invalid_usage_removals,
     sendable_span,
     sendable_surroundings,
+    strict_json_fixes,
     value_fixes,
     with_text_keys_and_name,
 )
@@ -396,6 +397,7 @@ class OpikExporter(SpanExporter):
             distinct_span_id_fix(span, changes, self._seen_span_ids)
             if span.parent is None and (minted or OPIK_TRACE_ID not in attributes):
                 changes.update(self._root_options(attributes))
+            strict_json_fixes(attributes, changes)
             value_fixes(attributes, changes)
             span = sendable_span(span, changes)
             if minted and span.parent is None:

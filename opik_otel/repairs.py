@@ -10,6 +10,8 @@ Everything here is pure and depends on nothing but the standard library, so any 
 (the SDK's or a direct wire encoder) can use the same predicates.
 """
 
+import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Dict, Optional
 
@@ -122,3 +124,35 @@ def repaired_attributes(attributes: Optional[Mapping[str, Any]]) -> Optional[Dic
         if not is_sendable_text(key):
             result.setdefault(repaired_text(key), repaired_attribute_value(value))
     return result
+
+
+def strict_json_text(text: str) -> Optional[str]:
+    """``text`` rewritten as strict JSON when it is JSON only to Python's lenient parser
+    (it holds ``NaN``/``Infinity``, which Opik's Java parser rejects): those numbers
+    become strings. ``None`` when ``text`` is strict JSON already or not JSON at all."""
+    found = []
+
+    def constant(name: str) -> float:
+        found.append(name)
+        return float(name)
+
+    try:
+        parsed = json.loads(text, parse_constant=constant)
+    except (ValueError, RecursionError):
+        return None
+    if not found:
+        return None
+    try:
+        return json.dumps(_finite_numbers(parsed), allow_nan=False)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _finite_numbers(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: _finite_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite_numbers(item) for item in value]
+    return value

@@ -14,7 +14,15 @@ from opentelemetry.trace import Link, Status
 from ._logging import get_logger
 from .attributes import OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
 from .ids import canonical_uuid_v7, generate_id
-from .repairs import is_sendable_text, is_sendable_value, repaired_attribute_value, repaired_attributes, repaired_text
+from .trace_rows import OPIK_METADATA, OPIK_TAGS
+from .repairs import (
+    is_sendable_text,
+    is_sendable_value,
+    repaired_attribute_value,
+    repaired_attributes,
+    repaired_text,
+    strict_json_text,
+)
 
 LOGGER = get_logger(__name__)
 
@@ -270,6 +278,18 @@ def invalid_usage_removals(attributes: Mapping[str, Any]) -> Dict[str, Any]:
             )
             removals[key] = None
     return removals
+
+
+def strict_json_fixes(attributes: Mapping[str, Any], changes: Dict[str, Any]) -> None:
+    """``opik.metadata`` and ``opik.tags`` JSON strings holding NaN or Infinity (which
+    Python's ``json.dumps`` writes) rewritten with those numbers as strings: Opik's strict
+    parser would reject the whole request for them."""
+    for key in (OPIK_METADATA, OPIK_TAGS):
+        value = changes.get(key, attributes.get(key))
+        if type(value) is str and ("NaN" in value or "Infinity" in value):
+            fixed = strict_json_text(value)
+            if fixed is not None:
+                changes[key] = fixed
 
 
 def _refuse_constant(name: str) -> Any:
