@@ -13,7 +13,6 @@ back to the next source. The API key is never written to any message.
 from __future__ import annotations
 
 import base64
-import configparser
 import json
 import os
 import urllib.parse
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Mapping, Optional, Tuple
 
 from opik_otel._logging import get_logger
+from opik_otel.config_file import read_config_section
 
 LOGGER = get_logger(__name__)
 
@@ -28,7 +28,6 @@ DEFAULT_CLOUD_URL = "https://www.comet.com/opik/api/"
 DEFAULT_WORKSPACE = "default"
 DEFAULT_PROJECT_NAME = "Default Project"
 DEFAULT_CONFIG_FILE_NAME = ".opik.config"
-CONFIG_FILE_SECTION = "opik"
 
 ENV_URL = "OPIK_URL_OVERRIDE"
 ENV_API_KEY = "OPIK_API_KEY"
@@ -53,6 +52,13 @@ _EXPECTED_URL_HINT = (
     "or https://www.comet.com/opik/api (Opik Cloud)"
 )
 _API_KEY_URL_DELIMITER = "*"
+
+_SECRET_HEADER_MARKERS = ("authorization", "cookie", "key", "token", "secret", "password", "auth")
+_CREDENTIALS_HINT = (
+    "Credentials in the URL would be sent to every host it redirects to and shown wherever the URL "
+    "is; remove them. Set OPIK_API_KEY (or api_key=...) for Opik's key; a proxy that needs other "
+    "credentials gets them through headers={...} on OpikExporter/configure()"
+)
 
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on", "y", "t"})
 _FALSE_WORDS = frozenset({"0", "false", "no", "off", "n", "f", ""})
@@ -147,7 +153,7 @@ def resolve_config(
     """
     env = os.environ if environ is None else environ
     path, path_is_explicit = _config_file_path(env, config_path)
-    file_values = _read_config_file(path, explicit=path_is_explicit)
+    file_values = read_config_section(path, explicit=path_is_explicit)
 
     def pick(explicit: Optional[str], arg_name: str, env_name: str, file_key: str) -> Tuple[Optional[str], str]:
         for value, source in (
@@ -225,42 +231,6 @@ def _config_file_path(env: Mapping[str, str], config_path: Optional[str]) -> Tup
     return (None if env_home is None else os.path.join(env_home, DEFAULT_CONFIG_FILE_NAME)), False
 
 
-def _read_config_file(path: Optional[str], *, explicit: bool) -> Dict[str, str]:
-    """Return the ``[opik]`` section of the INI file at ``path``, or ``{}`` with a warning.
-
-    A missing default file is normal; a missing file the user pointed at is worth a
-    warning. Parse errors are reported by type and line only, because configparser's own
-    messages quote the offending line, which may hold the API key.
-    """
-    if path is None:
-        return {}
-    try:
-        if not os.path.exists(path):
-            if explicit:
-                LOGGER.warning("Opik config file %s does not exist; ignoring it (check %s).", path, ENV_CONFIG_PATH)
-            return {}
-        parser = configparser.ConfigParser(interpolation=None)
-        with open(path, encoding="utf-8") as handle:
-            parser.read_file(handle)
-    except configparser.Error as error:
-        line = getattr(error, "lineno", None)
-        where = f" near line {line}" if line is not None else ""
-        LOGGER.warning(
-            "Opik config file %s is not a valid INI file (%s%s); ignoring it. Fix it or rerun `opik configure`.",
-            path,
-            type(error).__name__,
-            where,
-        )
-        return {}
-    except (OSError, ValueError) as error:
-        # ValueError covers undecodable bytes and paths with NUL characters.
-        LOGGER.warning("Opik config file %s cannot be read (%s); ignoring it.", path, type(error).__name__)
-        return {}
-    if not parser.has_section(CONFIG_FILE_SECTION):
-        return {}
-    return dict(parser.items(CONFIG_FILE_SECTION))
-
-
 def _resolve_track_disable(env_value: Optional[str], file_value: Optional[str]) -> bool:
     """Environment beats the file; an unreadable value is ignored with a warning."""
     for value, source in ((env_value, ENV_TRACK_DISABLE), (file_value, "track_disable in the Opik config file")):
@@ -333,36 +303,40 @@ def _validate_url(url: object, *, source: str) -> str:
     if not isinstance(url, str) or not url.strip():
         raise ConfigurationError(f"The Opik URL from {source} is empty. {_EXPECTED_URL_HINT}.")
     url = url.strip()
+    # Every message quotes the URL redacted: it may carry a password.
+    shown = redact_url(url)
     if any(ch.isspace() or not ch.isprintable() for ch in url):
         raise ConfigurationError(
-            f"The Opik URL from {source} contains spaces or control characters: {url!r}. {_EXPECTED_URL_HINT}."
+            f"The Opik URL from {source} contains spaces or control characters: {shown!r}. {_EXPECTED_URL_HINT}."
         )
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port
-    except ValueError as error:
+    except ValueError:
         raise ConfigurationError(
-            f"The Opik URL {url!r} from {source} cannot be parsed ({error}). {_EXPECTED_URL_HINT}."
+            f"The Opik URL {shown!r} from {source} cannot be parsed. {_EXPECTED_URL_HINT}."
         ) from None
+    if "@" in parts.netloc:
+        raise ConfigurationError(f"The Opik URL {shown!r} from {source} contains credentials. {_CREDENTIALS_HINT}.")
     scheme = parts.scheme.lower()
     if scheme in ("grpc", "grpcs") or port == _OTLP_GRPC_PORT:
         raise ConfigurationError(
-            f"The Opik URL {url!r} from {source} looks like an OTLP/gRPC endpoint, but Opik only "
+            f"The Opik URL {shown!r} from {source} looks like an OTLP/gRPC endpoint, but Opik only "
             f"accepts OTLP over HTTP. {_EXPECTED_URL_HINT}."
         )
     if scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(
-            f"The Opik URL {url!r} from {source} must start with http:// or https:// and name a host. "
+            f"The Opik URL {shown!r} from {source} must start with http:// or https:// and name a host. "
             f"{_EXPECTED_URL_HINT}."
         )
     if parts.query or parts.fragment:
         raise ConfigurationError(
-            f"The Opik URL {url!r} from {source} has a query string or fragment; endpoint paths are "
+            f"The Opik URL {shown!r} from {source} has a query string or fragment; endpoint paths are "
             f"appended to it, so give only the API base. {_EXPECTED_URL_HINT}."
         )
     if port == _OTLP_HTTP_COLLECTOR_PORT:
         raise ConfigurationError(
-            f"The Opik URL {url!r} from {source} uses port {_OTLP_HTTP_COLLECTOR_PORT}, the OpenTelemetry "
+            f"The Opik URL {shown!r} from {source} uses port {_OTLP_HTTP_COLLECTOR_PORT}, the OpenTelemetry "
             f"Collector's port, not Opik's. {_EXPECTED_URL_HINT}; to go through a collector, give the "
             f"collector's otlphttp exporter Opik's endpoint instead."
         )
@@ -370,7 +344,7 @@ def _validate_url(url: object, *, source: str) -> str:
     path = parts.path.rstrip("/")
     if _is_cloud_host(parts.hostname) and not path.endswith(_CLOUD_API_PATH):
         raise ConfigurationError(
-            f"The Opik URL {url!r} from {source} is an Opik Cloud host but not its API base; "
+            f"The Opik URL {shown!r} from {source} is an Opik Cloud host but not its API base; "
             f"use {parts.scheme}://{parts.netloc}{_CLOUD_API_PATH}."
         )
     if port == _SELF_HOSTED_FRONTEND_PORT and not path.endswith("/api"):
@@ -393,14 +367,34 @@ def _reject_endpoint_path(url: str, parts: urllib.parse.SplitResult, source: str
     if private_at >= 0:
         base = urllib.parse.urlunsplit((parts.scheme, parts.netloc, path[:private_at], "", ""))
         raise ConfigurationError(
-            f"The Opik URL {url!r} from {source} is an endpoint, not the Opik API base; "
+            f"The Opik URL {redact_url(url)!r} from {source} is an endpoint, not the Opik API base; "
             f"use {base} instead (the endpoint paths are added automatically)."
         )
     if path.endswith("/v1/traces") or path == "/v1" or path.endswith("/v1/metrics") or path.endswith("/v1/logs"):
         raise ConfigurationError(
-            f"The Opik URL {url!r} from {source} is an OTLP endpoint, not the Opik API base. "
+            f"The Opik URL {redact_url(url)!r} from {source} is an OTLP endpoint, not the Opik API base. "
             f"{_EXPECTED_URL_HINT}."
         )
+
+
+def redact_url(url: str) -> str:
+    """``url`` without ``user:password@``, query string or fragment, fit for messages.
+
+    Query strings are dropped as a whole because tokens are sometimes passed there.
+    Text that does not parse as a URL loses everything up to an ``@``.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        return urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+    except ValueError:
+        return url.rpartition("@")[2]
+
+
+def is_secret_header(name: str) -> bool:
+    """Whether a header named ``name`` carries a secret (its value is never shown,
+    logged or written to disk)."""
+    lowered = name.lower()
+    return any(marker in lowered for marker in _SECRET_HEADER_MARKERS)
 
 
 def _validate_header_value(value: object, *, setting: str, secret: bool) -> None:

@@ -37,14 +37,31 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from ._logging import DEFAULT_INTERVAL_SECONDS, get_logger
+from ._logging import DEFAULT_INTERVAL_SECONDS, RATE_LIMIT_KEY, get_logger
 from .attributes import MINTED_TRACE, OPIK_TRACE_ID
 from .batching import if_alive, suppressed_context
-from .config import ConfigurationError, OpikConfig, _validate_header_value, resolve_config
+from .config import (
+    ConfigurationError,
+    OpikConfig,
+    _validate_header_value,
+    is_secret_header,
+    redact_url,
+    resolve_config,
+)
 from .linkage import span_attributes
 from .payloads import SPANS, TRACES, Payload, dump_json
-from .retry import RetryPolicy, describe_failure, parse_retry_after, redact_url
-from .spans import id_fixes, invalid_usage_removals, needs_fix, sendable_span, value_fixes
+from .retry import RetryPolicy, describe_failure, parse_retry_after
+from .repairs import is_sendable_text
+from .spans import (
+    distinct_span_id_fix,
+    id_fixes,
+    invalid_usage_removals,
+    sendable_span,
+    sendable_surroundings,
+    strict_json_fixes,
+    value_fixes,
+    with_text_keys_and_name,
+)
 from .spool import DiskSpool
 from .trace_rows import (
     OPIK_METADATA,
@@ -79,7 +96,6 @@ _CLOSING_TIMEOUT_SECONDS = 2.0
 _KINDS = (SPANS, TRACES)
 # RFC 9110 token characters: what an HTTP header name may consist of.
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+").fullmatch
-_SECRET_HEADER_MARKERS = ("authorization", "cookie", "key", "token", "secret", "password")
 # Headers the exporter or the HTTP client manage; a user value would corrupt the framing.
 _RESERVED_HEADERS = frozenset(
     {"content-length", "content-type", "content-encoding", "transfer-encoding", "connection", "keep-alive",
@@ -218,6 +234,7 @@ class OpikExporter(SpanExporter):
                 directory = _path_setting("spool_directory", spool_directory)
             self._spool = DiskSpool(directory, max_bytes=spool_max_bytes)
 
+        self._seen_span_ids: Dict[str, int] = {}
         self._closing_deadline = math.inf
         self._hold_until = 0.0  # monotonic time before which Opik asked not to be called
         self._reset_process_state()
@@ -374,14 +391,17 @@ class OpikExporter(SpanExporter):
         prepared: List[ReadableSpan] = []
         rows: List[Dict[str, Any]] = []
         for span in spans:
+            span = with_text_keys_and_name(span)
             attributes = span_attributes(span)
             minted = attributes.get(MINTED_TRACE) is True
             changes = invalid_usage_removals(attributes)
             if MINTED_TRACE in attributes:
                 changes[MINTED_TRACE] = None
             id_fixes(attributes, changes)
+            distinct_span_id_fix(span, changes, self._seen_span_ids)
             if span.parent is None and (minted or OPIK_TRACE_ID not in attributes):
                 changes.update(self._root_options(attributes))
+            strict_json_fixes(attributes, changes)
             value_fixes(attributes, changes)
             span = sendable_span(span, changes)
             if minted and span.parent is None:
@@ -389,7 +409,7 @@ class OpikExporter(SpanExporter):
                 if row is not None:
                     rows.append(row)
             prepared.append(span)
-        return prepared, rows
+        return sendable_surroundings(prepared), rows
 
     def _root_options(self, attributes: Mapping[str, Any]) -> Dict[str, Any]:
         """Trace-level options, written on a root span the way Opik reads them from it."""
@@ -413,8 +433,9 @@ class OpikExporter(SpanExporter):
                 metadata=self._metadata,
                 thread_id=self._thread_id,
             )
-        except ValueError:
-            LOGGER.warning("Could not build an Opik trace row from root span %r.", root.name, exc_info=True)
+        except ValueError as error:
+            # Predictable bad input (a marker attribute set by user code): no traceback.
+            LOGGER.warning("Could not build an Opik trace row from a root span: %s", error)
             return None
 
     def _span_payload(self, spans: List[ReadableSpan]) -> Optional["Payload"]:
@@ -554,8 +575,8 @@ class OpikExporter(SpanExporter):
     def _log_cause(self, cause: Tuple[Any, ...], level: str, message: str, *args: Any) -> None:
         """Log ``message`` at most once per interval for each distinct ``cause``.
 
-        Exception texts vary from one failure to the next (addresses, ports), so the
-        package filter, which compares whole messages, would let every one through.
+        The template is a bare "%s" for every cause, so the cause is also what the
+        package filter limits by.
         """
         now = time.monotonic()
         with self._stats_lock:
@@ -565,7 +586,7 @@ class OpikExporter(SpanExporter):
             if len(self._logged_causes) > 256:
                 self._logged_causes.clear()
             self._logged_causes[cause] = now
-        getattr(LOGGER, level)(message, *args)
+        getattr(LOGGER, level)(message, *args, extra={RATE_LIMIT_KEY: cause})
 
     def _headers(self, kind: str) -> Dict[str, str]:
         return self._span_headers if kind == SPANS else self._rest_headers
@@ -903,7 +924,7 @@ def _validated_tags(tags: Any) -> List[str]:
     for tag in tags:
         if not isinstance(tag, str):
             raise ConfigurationError(f"tags must be strings; got {type(tag).__name__}.")
-        if needs_fix(tag):
+        if not is_sendable_text(tag):
             raise ConfigurationError(f"tag {tag!r} is not valid Unicode text.")
         result.append(tag)
     return result
@@ -916,7 +937,7 @@ def _validated_metadata(metadata: Any) -> Dict[str, Any]:
         raise ConfigurationError(f"metadata must be a mapping, not {type(metadata).__name__}.")
     result = {}
     for key, value in metadata.items():
-        if not isinstance(key, str) or needs_fix(key):
+        if not is_sendable_text(key):
             raise ConfigurationError(f"metadata keys must be text strings; got {key!r}.")
         result[key] = value
     # Values need no check: dump_json writes anything odd as a string.
@@ -928,7 +949,7 @@ def _validated_thread_id(thread_id: Any) -> Optional[str]:
         return None
     if isinstance(thread_id, int) and not isinstance(thread_id, bool):
         return str(thread_id)
-    if not isinstance(thread_id, str) or needs_fix(thread_id):
+    if not is_sendable_text(thread_id):
         raise ConfigurationError(f"thread_id must be a string, not {type(thread_id).__name__}.")
     return thread_id.strip() or None
 
@@ -948,8 +969,7 @@ def _validated_headers(headers: Any) -> Dict[str, str]:
             )
         if name.lower() in _RESERVED_HEADERS:
             raise ConfigurationError(f"Header {name!r} is set by the exporter itself and cannot be given in headers=.")
-        secret = any(marker in name.lower() for marker in _SECRET_HEADER_MARKERS)
-        _validate_header_value(value, setting=f"the value of header {name!r}", secret=secret)
+        _validate_header_value(value, setting=f"the value of header {name!r}", secret=is_secret_header(name))
         result[name] = value
     return result
 
@@ -969,10 +989,15 @@ def _validated_endpoint(endpoint: Any) -> str:
 
         parts = urlsplit(endpoint)
         parts.port  # noqa: B018 - raises for a bad port
-    except ValueError as error:
-        raise ConfigurationError(f"otlp_endpoint cannot be parsed ({error}).") from None
+    except ValueError:
+        raise ConfigurationError(f"otlp_endpoint {redact_url(endpoint)!r} cannot be parsed.") from None
     if not parts.hostname:
         raise ConfigurationError("otlp_endpoint must name a host, e.g. http://localhost:4318/v1/traces.")
+    if "@" in parts.netloc:
+        raise ConfigurationError(
+            f"otlp_endpoint {redact_url(endpoint)!r} contains credentials; remove them and pass what the "
+            "collector needs in headers={...} instead (they are never logged or written to disk)."
+        )
     return endpoint
 
 

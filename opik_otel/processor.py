@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from ._logging import get_logger
 from .attributes import MINTED_TRACE, OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
-from .ids import generate_id
+from .ids import IdGenerator
 from .linkage import is_local_root, resolve_linkage
 
 LOGGER = get_logger(__name__)
@@ -25,10 +25,10 @@ LOGGER = get_logger(__name__)
 _CANONICAL_ID_LENGTH = 36
 
 
-def minted_root_attributes(span: Span) -> Dict[str, Any]:
+def minted_root_attributes(span: Span, ids: IdGenerator) -> Dict[str, Any]:
     """Opik ids for a new trace rooted at ``span``, marked for trace-row creation."""
     start_ms = (span.start_time or 0) // 1_000_000 or None
-    return {OPIK_TRACE_ID: generate_id(start_ms), OPIK_SPAN_ID: generate_id(start_ms), MINTED_TRACE: True}
+    return {OPIK_TRACE_ID: ids.new_id(start_ms), OPIK_SPAN_ID: ids.new_id(start_ms), MINTED_TRACE: True}
 
 
 def set_linkage_attributes(span: Span, attributes: Dict[str, Any]) -> None:
@@ -69,15 +69,16 @@ class OpikSpanProcessor(SpanProcessor):
 
     def __init__(self, mint_root_ids: bool = False) -> None:
         self._mint_root_ids = mint_root_ids
+        self._ids = IdGenerator()
 
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
         try:
             linkage = resolve_linkage(parent_context)
             if linkage is None:
                 if self._mint_root_ids and is_local_root(parent_context):
-                    set_linkage_attributes(span, minted_root_attributes(span))
+                    set_linkage_attributes(span, minted_root_attributes(span, self._ids))
                 return
-            attributes = {OPIK_TRACE_ID: linkage.trace_id, OPIK_SPAN_ID: generate_id()}
+            attributes = {OPIK_TRACE_ID: linkage.trace_id, OPIK_SPAN_ID: self._ids.new_id()}
             if linkage.parent_span_id is not None:
                 attributes[OPIK_PARENT_SPAN_ID] = linkage.parent_span_id
             set_linkage_attributes(span, attributes)

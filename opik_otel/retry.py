@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass
 from datetime import timezone
 from typing import Optional
-from urllib.parse import urlsplit, urlunsplit
-
 import requests
+
+from .config import redact_url
 
 # Opik itself does not rate-limit the OTLP endpoint, but proxies and load balancers in front of it
 # answer 429/503 and gateways 502/504 (contract §1), so all of them are worth another try.
@@ -126,19 +126,6 @@ class RetryPolicy:
     def has_attempts_left(self, attempt: int) -> bool:
         """Whether another send may follow failed attempt number ``attempt`` (1-based)."""
         return attempt < self.max_attempts
-
-
-def redact_url(url: str) -> str:
-    """``url`` without ``user:password@``, query string or fragment, fit for logs.
-
-    Query strings are dropped as a whole because tokens are sometimes passed there.
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return _redact_text(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _redact_text(text: str) -> str:

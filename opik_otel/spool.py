@@ -20,8 +20,9 @@ fooled by pid reuse; so no directory is renamed.
 Record file: one line ``OPIKSPOOL1 {"kind", "headers", "length", "crc32"}`` then the body bytes.
 A file that does not parse, or whose length or CRC do not match, is deleted with a warning.
 
-``Authorization`` (and ``Proxy-Authorization``, ``Cookie``) headers are never written to disk: the
-exporter must add its current credentials again when it replays an entry.
+``Authorization`` (and ``Proxy-Authorization``, ``Cookie``, and any header whose name marks it as
+secret, such as ``X-Api-Key``) headers are never written to disk: the exporter must add its current
+credentials again when it replays an entry.
 
 The size cap applies per process, to the records it holds (its own plus claimed ones).
 """
@@ -38,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Deque, Dict, List, Mapping, Optional, Tuple, Union
 
 from opik_otel._logging import get_logger
+from opik_otel.config import is_secret_header
 
 try:
     import fcntl
@@ -516,7 +518,7 @@ def _spoolable_headers(headers: Optional[Mapping[str, str]]) -> Dict[str, str]:
     return {
         str(name): str(value)
         for name, value in headers.items()
-        if str(name).strip().lower() not in UNSPOOLED_HEADERS
+        if str(name).strip().lower() not in UNSPOOLED_HEADERS and not is_secret_header(str(name))
     }
 
 

@@ -406,3 +406,154 @@ def test_configure_options_raise_only_configuration_errors(opik, empty_config, t
         return
     event("accepted")
     tracing.shutdown(500)
+
+
+# ------------------------------------------- hostile values around the span (issue 9)
+
+
+class _Hostile:
+    """An attribute value whose str() and repr() raise."""
+
+    def __str__(self):
+        raise RuntimeError("no str")
+
+    __repr__ = __str__
+
+
+def _self_containing_list():
+    value: List[Any] = [1]
+    value.append(value)
+    return value
+
+
+# What user code or a third-party SpanProcessor can hand the exporter in plain dicts,
+# past the SDK's attribute cleaning.
+exotic_values = st.one_of(
+    attribute_values,
+    st.sampled_from([object(), {1, 2}, frozenset({"a"}), _Hostile(), 3 + 4j, bytearray(b"\xff")]),
+    st.builds(_self_containing_list),
+    st.dictionaries(st.one_of(st.integers(), text_with_surrogates), st.one_of(st.integers(), text_with_surrogates), max_size=3),
+    st.recursive(primitive_values, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3), max_leaves=8),
+)
+exotic_keys = st.one_of(attribute_keys, st.integers(), st.none(), text_with_surrogates)
+
+
+class _Errors:
+    """Records the OTel encoder's error lines and any traceback the package logs."""
+
+    def __init__(self):
+        import logging
+
+        self.records: List[Any] = []
+        errors = self
+
+        class Collect(logging.Handler):
+            def emit(self, record):
+                # The SDK's own warnings about what user code passed it are not ours;
+                # the encoder's complaints about what the exporter hands it are.
+                if record.name.startswith("opentelemetry.exporter") or record.exc_info:
+                    errors.records.append(record)
+
+        self.handler = Collect(logging.DEBUG)
+        self.loggers = [logging.getLogger("opentelemetry.exporter"), logging.getLogger("opik_otel")]
+
+    def __enter__(self):
+        for logger in self.loggers:
+            logger.addHandler(self.handler)
+        return self
+
+    def __exit__(self, *exc_info):
+        for logger in self.loggers:
+            logger.removeHandler(self.handler)
+
+
+@PROPERTIES
+@given(
+    link_attributes=st.dictionaries(attribute_keys, attribute_values, max_size=4),
+    resource_attributes=st.dictionaries(text_with_surrogates, attribute_values, max_size=4),
+    scope_name=text_with_surrogates,
+    scope_version=st.one_of(st.none(), text_with_surrogates),
+    scope_attributes=st.dictionaries(text_with_surrogates, attribute_values, max_size=3),
+    name=text_with_surrogates,
+    description=text_with_surrogates,
+)
+def test_hostile_links_resource_and_scope_are_repaired_without_a_traceback(
+    opik, exporter, link_attributes, resource_attributes, scope_name, scope_version, scope_attributes, name, description
+):
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.trace import Link, Status, StatusCode
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource(resource_attributes), shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer(scope_name, scope_version, attributes=scope_attributes)
+    with tracer.start_as_current_span("target") as target:
+        pass
+    with _Errors() as errors:
+        with tracer.start_as_current_span(name, links=[Link(target.get_span_context(), link_attributes)]) as span:
+            span.set_status(Status(StatusCode.ERROR, description))
+            span.add_event(name, link_attributes)
+        spans = finished(memory)
+        export_and_check(exporter, opik, spans)
+    provider.shutdown()
+    assert errors.records == [], [r.getMessage() for r in errors.records]
+
+
+@PROPERTIES
+@given(
+    span_attributes=st.dictionaries(exotic_keys, exotic_values, max_size=4),
+    link_attributes=st.dictionaries(exotic_keys, exotic_values, max_size=4),
+    resource_attributes=st.dictionaries(exotic_keys, exotic_values, max_size=3),
+    name=st.one_of(text_with_surrogates, st.integers(), st.none()),
+)
+def test_exotic_values_in_plain_spans_are_repaired_without_a_traceback(
+    opik, exporter, span_attributes, link_attributes, resource_attributes, name
+):
+    """A ``ReadableSpan`` built by other code with plain dicts: anything at all."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.trace import Link, SpanContext, TraceFlags
+
+    def context(span_id):
+        return SpanContext(0xABC, span_id, is_remote=False, trace_flags=TraceFlags(1))
+
+    resource = Resource({})
+    resource._attributes = resource_attributes  # past the SDK's cleaning, as a custom Resource could
+    span = ReadableSpan(
+        name=name,
+        context=context(7),
+        attributes=span_attributes,
+        events=[Event("e", link_attributes, 1)],
+        links=[Link(context(8), link_attributes)],
+        resource=resource,
+        start_time=1_700_000_000_000_000_000,
+        end_time=1_700_000_000_100_000_000,
+    )
+    with _Errors() as errors:
+        export_and_check(exporter, opik, [span])
+    assert errors.records == [], [r.getMessage() for r in errors.records]
+
+
+def test_spans_given_one_opik_span_id_by_user_code_all_reach_opik(opik, exporter, pipeline, caplog):
+    """The case the attribute property found (with ``child=True``): user attributes with
+    a valid ``opik.span_id`` and an invalid ``opik.trace_id`` on a span and its child."""
+    import logging
+
+    tracer, memory = pipeline
+    shared = str(uuid.UUID(int=uuid_v7_int(1_700_000_000_000, 12345)))
+    attributes = {OPIK_SPAN_ID: shared, OPIK_TRACE_ID: "not-an-id"}
+    caplog.set_level(logging.WARNING, logger="opik_otel")
+    with tracer.start_as_current_span("root") as span:
+        span.set_attributes(attributes)
+        with tracer.start_as_current_span("child", attributes=attributes):
+            pass
+    spans = finished(memory)
+    export_and_check(exporter, opik, spans)  # both stored, under distinct ids
+    assert len({record.id for record in opik.spans()}) == 2
+    assert shared in {record.id for record in opik.spans()}  # the first keeps the user's id
+    repeats = [r for r in caplog.records if "repeats the Opik id" in r.getMessage()]
+    assert len(repeats) == 1 and shared in repeats[0].getMessage()
+    # Exporting the same span again is an upsert, not a duplicate.
+    caplog.clear()
+    assert exporter.export(spans[-1:]) is SpanExportResult.SUCCESS
+    assert not [r for r in caplog.records if "repeats the Opik id" in r.getMessage()]

@@ -4,6 +4,7 @@ import base64
 import dataclasses
 import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from opik_otel.config import (
     DEFAULT_CLOUD_URL,
     ConfigurationError,
     OpikConfig,
+    redact_url,
     resolve_config,
 )
 
@@ -43,7 +45,7 @@ def key_with_url(base_url, key=SECRET, strip_padding=True):
 
 
 def config_warnings(caplog):
-    return [r for r in caplog.records if r.name == LOGGER_NAME and r.levelno >= logging.WARNING]
+    return [r for r in caplog.records if r.name.startswith(LOGGER_NAME) and r.levelno >= logging.WARNING]
 
 
 # --- defaults and derived values -------------------------------------------------------
@@ -381,7 +383,7 @@ def test_urls_that_are_not_an_opik_api_base_are_refused(url, needles):
     with pytest.raises(ConfigurationError) as info:
         resolve_config(url=url, api_key=SECRET, environ={})
     message = str(info.value)
-    assert url in message
+    assert redact_url(url) in message  # a query string may hold a token: it is never quoted
     for needle in needles:
         assert needle in message
     assert SECRET not in message
@@ -503,3 +505,61 @@ def test_arbitrary_settings_raise_only_configuration_error_and_never_emit_cr_lf(
         value.encode("latin-1")
     assert config.url.startswith(("http://", "https://"))
     assert not config.url.endswith("/")
+
+
+# --- config files that are not regular files (issue 9) -------------------------------------
+
+
+def run_resolve_in_child(path, timeout=20):
+    """resolve_config in a subprocess, so that a hang or a memory blow-up fails the test
+    instead of the test run."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format='%(name)s %(message)s')\n"
+        "from opik_otel import resolve_config\n"
+        f"print(resolve_config(url={LOCAL!r}, environ={{'OPIK_CONFIG_PATH': sys.argv[1]}}).project_name)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, path], capture_output=True, text=True, timeout=timeout, check=True
+    ).stdout
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_fifo_as_config_file_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "opik.config"
+    os.mkfifo(fifo)
+    out = run_resolve_in_child(str(fifo))  # no writer ever comes: reading would block forever
+    assert "Default Project" in out
+    assert str(fifo) in out and "not a regular file (a FIFO)" in out
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_an_endless_device_as_config_file_is_refused():
+    out = run_resolve_in_child("/dev/zero")
+    assert "/dev/zero is not a regular file (a device)" in out
+
+
+def test_a_huge_config_file_is_refused_unread(tmp_path, caplog):
+    from opik_otel.config_file import MAX_CONFIG_FILE_BYTES
+
+    path = tmp_path / "big.config"
+    path.write_text("[opik]\nproject_name = big\n" + "#" * MAX_CONFIG_FILE_BYTES + "\n")
+    assert resolve_config(url=LOCAL, environ={"OPIK_CONFIG_PATH": str(path)}).project_name == "Default Project"
+    warnings = config_warnings(caplog)
+    assert len(warnings) == 1 and "larger than" in warnings[0].getMessage() and str(path) in warnings[0].getMessage()
+
+
+def test_a_config_file_through_a_symlink_is_read(tmp_path):
+    target = write_config(tmp_path / "real.config", "[opik]\nproject_name = linked\n")
+    link = tmp_path / "link.config"
+    link.symlink_to(target)
+    assert resolve_config(url=LOCAL, environ={"OPIK_CONFIG_PATH": str(link)}).project_name == "linked"
+
+
+def test_a_directory_as_config_file_is_named_as_such(tmp_path, caplog):
+    resolve_config(url=LOCAL, environ={"OPIK_CONFIG_PATH": str(tmp_path)})
+    (warning,) = config_warnings(caplog)
+    assert "not a regular file (a directory)" in warning.getMessage() and str(tmp_path) in warning.getMessage()

@@ -232,3 +232,92 @@ def test_canonical_uuid_v7_on_arbitrary_objects(value):
     result = check_canonical_result(value)
     if not isinstance(value, str):
         assert result is None
+
+
+# --- minted ids never follow random.seed() (issue 9) --------------------------------------
+
+# Mints ids the ways the package does: OpikSpanProcessor for local roots (trace and span
+# ids) and for linked spans, attach_to_parent, generate_id; after random.seed(7) and, with
+# "fork", in a forked child too. Prints one id per line (the child's after a "--" line).
+MINTER = r"""
+import os, random, sys
+from opentelemetry.sdk.trace import TracerProvider
+from opik_otel import OpikSpanProcessor, attach_to_parent, generate_id
+
+provider = TracerProvider()
+provider.add_span_processor(OpikSpanProcessor(mint_root_ids=True))
+tracer = provider.get_tracer("ids")
+count = int(sys.argv[1])
+
+def mint():
+    random.seed(7)
+    out = []
+    for _ in range(count):
+        with tracer.start_as_current_span("root") as root:
+            with tracer.start_as_current_span("child") as child:
+                pass
+        out += [root.attributes["opik.trace_id"], root.attributes["opik.span_id"], child.attributes["opik.span_id"]]
+        server = tracer.start_span("server")
+        attach_to_parent(server, {"opik_trace_id": root.attributes["opik.trace_id"]})
+        out += [server.attributes["opik.span_id"], generate_id()]
+    return out
+
+if sys.argv[2] == "fork":
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        with os.fdopen(write, "w") as pipe:
+            pipe.write("\n".join(mint()))
+        os._exit(0)
+    os.close(write)
+    mine = mint()
+    with os.fdopen(read) as pipe:
+        theirs = pipe.read()
+    os.waitpid(pid, 0)
+    print("\n".join(mine) + "\n--\n" + theirs)
+else:
+    print("\n".join(mint()))
+"""
+
+
+def random_bits(opik_id):
+    """The 74 random bits of a UUIDv7 (the timestamp left out: it may legitimately repeat)."""
+    value = uuid.UUID(opik_id).int
+    return ((value >> 64) & 0xFFF) << 62 | value & ((1 << 62) - 1)
+
+
+def minted(mode, count=400):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", MINTER, str(count), mode], capture_output=True, text=True, timeout=120, check=True
+    )
+    return result.stdout.split("\n--\n") if mode == "fork" else [result.stdout]
+
+
+def test_processes_seeding_random_alike_mint_no_common_random_bits():
+    first, second = (set(map(random_bits, minted("plain")[0].split())) for _ in range(2))
+    assert len(first) == len(second) == 400 * 5
+    assert not first & second
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_forked_child_mints_no_random_bits_of_its_parent():
+    parent, child = (set(map(random_bits, part.split())) for part in minted("fork"))
+    assert len(parent) == len(child) == 400 * 5
+    assert not parent & child
+
+
+def test_random_seed_in_this_process_changes_nothing():
+    import random
+
+    from opik_otel.ids import IdGenerator
+
+    generator = IdGenerator()
+    random.seed(1)
+    first = [generator.new_id(0), generate_id(0)]
+    random.seed(1)
+    second = [generator.new_id(0), generate_id(0)]
+    assert not set(first) & set(second)

@@ -54,13 +54,36 @@ def _hex_ids_to_base64(node: Any) -> Any:
     return node
 
 
+def strict_json_loads(data: Union[bytes, str]) -> Any:
+    """``json.loads`` as Opik's Java backend parses: ``NaN``, ``Infinity`` and
+    ``-Infinity`` are not JSON (contract §10); raises ``ValueError`` for them."""
+    return json.loads(data, parse_constant=_refuse_constant)
+
+
+def is_lenient_only_json(text: str) -> bool:
+    """Whether ``text`` is JSON only for Python's lenient parser (it holds NaN/Infinity)."""
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    try:
+        strict_json_loads(text)
+    except (ValueError, RecursionError):
+        return True
+    return False
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON: Opik's strict JSON parser rejects it")
+
+
 def otlp_json_to_request(data: Union[bytes, str]) -> ExportTraceServiceRequest:
     """Parse an OTLP/JSON trace export body (hex ids) into the protobuf message.
 
     Raises ``ValueError`` or ``google.protobuf.json_format.ParseError`` when the body is
     not valid OTLP/JSON.
     """
-    document = json.loads(data)
+    document = strict_json_loads(data)
     message = ExportTraceServiceRequest()
     json_format.ParseDict(_hex_ids_to_base64(document), message, ignore_unknown_fields=True)
     return message

@@ -8,7 +8,6 @@ input/output and error info from attributes and events).
 import base64
 import dataclasses
 import hashlib
-import json
 from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -18,6 +17,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from opik_otel.attributes import OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
 from opik_otel.ids import canonical_uuid_v7, format_uuid, uuid_v7_int
+from opik_otel.testing.decoding import is_lenient_only_json, strict_json_loads
 
 _ID_KEYS = frozenset({OPIK_TRACE_ID, OPIK_SPAN_ID, OPIK_PARENT_SPAN_ID})
 _THREAD_KEYS = ("thread_id", "gen_ai.conversation.id", "session.id")
@@ -145,15 +145,19 @@ def iso_from_unix_nano(nanos: int) -> Optional[str]:
 
 
 def parse_tags(value: Any) -> List[str]:
-    """Read ``opik.tags``: a string array, a JSON-array string or a comma-separated string."""
+    """Read ``opik.tags``: a string array, a JSON-array string or a comma-separated string.
+
+    Raises ``ValueError`` for a JSON array holding NaN/Infinity, which Opik rejects."""
     if isinstance(value, (list, tuple)):
         return [str(tag) for tag in value if tag is not None and str(tag).strip()]
     if not isinstance(value, str):
         return [] if value is None else [str(value)]
     text = value.strip()
     if text.startswith("["):
+        if is_lenient_only_json(text):
+            raise ValueError("opik.tags holds NaN or Infinity, which Opik's strict JSON parser rejects")
         try:
-            parsed = json.loads(text)
+            parsed = strict_json_loads(text)
         except ValueError:
             parsed = None
         if isinstance(parsed, list):
@@ -174,7 +178,7 @@ def _thread_id(attributes: Mapping[str, Any]) -> Optional[str]:
 def _usage_value(key: str, value: Any) -> Any:
     if isinstance(value, str):
         try:
-            return json.loads(value)
+            return strict_json_loads(value)
         except ValueError:
             raise ValueError(f"usage attribute {key}={value!r} is not valid JSON") from None
     return value
@@ -183,8 +187,9 @@ def _usage_value(key: str, value: Any) -> Any:
 def map_attributes(attributes: Mapping[str, Any]) -> MappedAttributes:
     """Map one span's attributes the way the backend does (contract §4).
 
-    Raises ``ValueError`` for a ``gen_ai.usage.*`` string that is not JSON: the backend
-    rejects the whole request with 400 in that case.
+    Raises ``ValueError`` for a ``gen_ai.usage.*`` string that is not JSON, and for an
+    ``opik.metadata`` or ``opik.tags`` JSON string holding NaN/Infinity: the backend
+    parses strictly and rejects the whole request with 400 in those cases.
     """
     mapped = MappedAttributes()
     for key, value in attributes.items():
@@ -195,8 +200,10 @@ def map_attributes(attributes: Mapping[str, Any]) -> MappedAttributes:
         elif key == "opik.metadata":
             parsed: Any = None
             if isinstance(value, str):
+                if is_lenient_only_json(value):
+                    raise ValueError("opik.metadata holds NaN or Infinity, which Opik's strict JSON parser rejects")
                 try:
-                    parsed = json.loads(value)
+                    parsed = strict_json_loads(value)
                 except ValueError:
                     parsed = None
             if isinstance(parsed, dict):

@@ -3,7 +3,6 @@ OTLP and REST ingest under the backend's rules, and the queries tests ask of the
 
 import copy
 import dataclasses
-import json
 import threading
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
@@ -11,7 +10,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from opik_otel.ids import canonical_uuid_v7
-from opik_otel.testing.decoding import HttpError, span_from_rest, trace_from_rest
+from opik_otel.testing.decoding import HttpError, span_from_rest, strict_json_loads, trace_from_rest
 from opik_otel.testing.mapping import (
     IncomingSpan,
     decode_attributes,
@@ -177,7 +176,7 @@ class OpikStore:
     def _ingest_rest(self, path: str, data: bytes, project: str, workspace: str) -> None:
         kind = "traces" if path == TRACES_BATCH_PATH else "spans"
         try:
-            document = json.loads(data)
+            document = strict_json_loads(data)
         except ValueError as exc:
             raise HttpError(400, f"body is not JSON: {exc}") from exc
         items = document.get(kind) if isinstance(document, dict) else None
