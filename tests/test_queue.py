@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from opik_otel.queue import MemoryQueue, Record, open_queue
+from opik_otel.queue import DiskQueue, MemoryQueue, Record, open_queue
 
 MB = 1024 * 1024
 
@@ -30,7 +30,13 @@ def make_memory(tmp_path, max_bytes=64 * MB):
     return MemoryQueue(max_bytes=max_bytes)
 
 
-FACTORIES = {"memory": make_memory}
+def make_disk(tmp_path, max_bytes=64 * MB):
+    queue = open_queue(str(tmp_path / "spool"), destination_key="k", max_bytes=max_bytes)
+    assert isinstance(queue, DiskQueue)
+    return queue
+
+
+FACTORIES = {"memory": make_memory, "disk": make_disk}
 
 
 @pytest.fixture(params=sorted(FACTORIES))

@@ -5,8 +5,9 @@
 """
 
 from .base import DeliveryQueue
+from .disk import DiskQueue
 from .memory import MemoryQueue
 from .opening import open_queue
 from .records import Record, StoredRecord
 
-__all__ = ["DeliveryQueue", "MemoryQueue", "Record", "StoredRecord", "open_queue"]
+__all__ = ["DeliveryQueue", "DiskQueue", "MemoryQueue", "Record", "StoredRecord", "open_queue"]
