@@ -11,6 +11,7 @@ recognised instead of being sent.
 """
 
 import json
+import re
 import zlib
 from dataclasses import dataclass, replace
 from typing import Any, Dict, Optional, Tuple
@@ -20,6 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 RECORD_KINDS = frozenset({"spans", "traces"})
 
 MAGIC = b"OPIKQUEUE1 "
+# CR/LF would split a header; requests and http.client refuse any control character.
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]").search
 # A header line longer than this is not one this package wrote.
 MAX_HEADER_BYTES = 64 * 1024
 
@@ -101,7 +104,7 @@ def is_header_value(value: object) -> bool:
     """Whether ``value`` is a non-empty string an HTTP client accepts as a header value."""
     if not isinstance(value, str) or not value or value != value.strip():
         return False
-    return not any(ord(char) < 0x20 or ord(char) == 0x7F for char in value)
+    return _CONTROL_CHARACTER(value) is None
 
 
 def without_credentials(url: str) -> str:
