@@ -279,7 +279,7 @@ def test_close_removes_an_empty_own_directory_and_then_stores_nothing(opened, ca
     queue.close()
     assert os.listdir(queue.directory) == []
     assert queue.append(record(2)) is False
-    assert queue.stats()["dropped_records"] == 1 and "shut down" in caplog.text
+    assert queue.stats()["dropped_records"] == 1 and "was closed" in caplog.text
     assert queue.oldest() is None
 
 

@@ -121,8 +121,11 @@ class DiskQueue(DeliveryQueue):
     def append(self, record: Record) -> bool:
         """Write ``record`` to a file of its own; return once it is in place.
 
-        ``False`` (counted and logged) when it is invalid, larger than the whole queue,
-        the queue is closed, or the file cannot be written.
+        From then on the record survives this process being killed; a power loss can
+        still lose it (no fsync, see the module docstring). It costs file I/O, so call it
+        from an export thread, never from the application's. ``False`` (counted and
+        logged) when it is invalid, larger than the whole queue, the queue is closed, or
+        the file cannot be written.
         """
         record, problem = storable(record)
         if problem is not None:
@@ -135,7 +138,7 @@ class DiskQueue(DeliveryQueue):
         with state.lock:
             if state.closed:
                 state.tally.drop(1, size)
-                LOGGER.warning("A request was not queued for Opik: the exporter was shut down")
+                LOGGER.warning("A request was not queued for Opik: its delivery queue was closed")
                 return False
             if size > self._max_bytes:
                 state.tally.drop(1, size)
@@ -378,7 +381,6 @@ class DiskQueue(DeliveryQueue):
                 close_quietly(quarantine_fd)
         state.tally.quarantined += 1
         self._forget_record(state, held, name)
-
 
 
 # --- helpers without state ------------------------------------------------------------------

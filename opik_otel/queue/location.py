@@ -36,6 +36,7 @@ class Location:
 
     @property
     def path(self) -> str:
+        """The full path of the queue directory."""
         return os.path.join(self.base, *self.levels)
 
 
