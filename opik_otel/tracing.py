@@ -138,16 +138,20 @@ def configure(
         **exporter_options,
     )
     provider = tracer_provider or _global_sdk_provider()
-    batching = dict(
-        max_queue_size=max_queue_size,
-        schedule_delay_millis=schedule_delay_millis,
-        max_export_batch_size=max_export_batch_size,
-        exit_timeout_millis=exit_timeout_millis,
-    )
+
+    def batching() -> OpikBatchSpanProcessor:
+        return OpikBatchSpanProcessor(
+            exporter,
+            max_queue_size=max_queue_size,
+            schedule_delay_millis=schedule_delay_millis,
+            max_export_batch_size=max_export_batch_size,
+            exit_timeout_millis=exit_timeout_millis,
+        )
+
     if exporter.config.track_disable:
         LOGGER.info("OPIK_TRACK_DISABLE is set: spans are not sent to Opik.")
         # Working parts attached to nothing: the documented attributes keep working.
-        return OpikTracing(provider, exporter, OpikBatchSpanProcessor(exporter, **batching))
+        return OpikTracing(provider, exporter, batching())
     existing = _existing_pipeline(provider)
     if existing is not None:
         exporter.shutdown(0)
@@ -159,7 +163,7 @@ def configure(
 
     linkage = OpikSpanProcessor(mint_root_ids=mint_root_ids)
     provider.add_span_processor(linkage)
-    batch = OpikBatchSpanProcessor(exporter, **batching)
+    batch = batching()
     provider.add_span_processor(batch)
     # The processor flushes at exit (bounded by exit_timeout_millis) by itself.
     return OpikTracing(provider, exporter, batch, linkage)
