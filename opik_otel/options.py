@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 from urllib.parse import urlsplit
 
 from .config import ConfigurationError, _validate_header_value, is_secret_header, redact_url
-from .retry import RetryPolicy, redact_url
+from .retry import RetryPolicy
 from .repairs import is_sendable_text
 
 # RFC 9110 token characters: what an HTTP header name may consist of.

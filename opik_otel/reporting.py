@@ -6,8 +6,9 @@ from collections import Counter
 from typing import Any, Dict, Optional, Tuple
 
 from ._logging import DEFAULT_INTERVAL_SECONDS, RATE_LIMIT_KEY, get_logger
+from .config import redact_url
 from .payloads import SPANS
-from .retry import describe_failure, redact_url
+from .retry import describe_failure
 from .transport import Answer
 
 LOGGER = get_logger("opik_otel.exporter")

@@ -15,7 +15,7 @@ from typing import Deque, List, Optional
 from .payloads import Payload
 from .queue import Record
 from .reporting import Reporter
-from .retry import redact_url
+from .config import redact_url
 
 # A server answering 413 to a request this small refuses every size: splitting further
 # would cost a request per span for nothing.
