@@ -262,3 +262,16 @@ def test_destinations_get_separate_directories(places):
     finally:
         first.close()
         second.close()
+
+
+def test_group_writable_cache_home_is_used_as_the_levels_below_it_are_private(places, caplog):
+    cache, _ = places
+    cache.mkdir()
+    os.chmod(cache, 0o775)  # what umask 002 makes of ~/.cache
+    queue = opened()
+    try:
+        assert queue.directory.startswith(str(cache / "opik_otel"))
+        assert mode(cache / "opik_otel") == 0o700 and mode(queue.directory) == 0o700
+        assert warnings(caplog) == []
+    finally:
+        queue.close()

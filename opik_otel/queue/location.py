@@ -25,13 +25,16 @@ class UnsafeDirectory(Exception):
 
 @dataclass(frozen=True)
 class Location:
-    """A directory to open: ``base`` (trusted as it is, or checked when ``check_base``;
-    created when missing if ``create_base``) and the ``levels`` below it that this
-    package creates and owns."""
+    """A directory to open: ``base`` (created when missing if ``create_base``) and the
+    ``levels`` below it that this package creates and owns.
+
+    Only the levels are checked: someone who can write to the base (a group-writable
+    ``~/.cache`` under umask 002) can rename a level away but cannot make one that is
+    owned by this user, so the worst they can do is make the queue move elsewhere.
+    """
 
     base: str
     levels: Sequence[str]
-    check_base: bool
     create_base: bool
 
     @property
@@ -64,8 +67,8 @@ def default_locations(
         cache = os.path.join(home, ".cache") if os.path.isabs(home) else ""
     locations = []
     if cache:
-        locations.append(Location(cache, ("opik_otel", "spool", name), check_base=True, create_base=True))
-    locations.append(Location(temp, (f"opik_otel-{uid}", "spool", name), check_base=False, create_base=False))
+        locations.append(Location(cache, ("opik_otel", "spool", name), create_base=True))
+    locations.append(Location(temp, (f"opik_otel-{uid}", "spool", name), create_base=False))
     return locations
 
 
@@ -73,7 +76,7 @@ def explicit_location(directory: str, destination_key: str) -> Location:
     """The queue's place under a directory the user chose."""
     path = os.path.abspath(directory)
     parent, leaf = os.path.split(path)
-    return Location(parent, (leaf, directory_name(destination_key)), check_base=False, create_base=True)
+    return Location(parent, (leaf, directory_name(destination_key)), create_base=True)
 
 
 def open_location(location: Location) -> PrivateDirectory:
@@ -82,8 +85,6 @@ def open_location(location: Location) -> PrivateDirectory:
         _make_missing(location.base)
     fd = os.open(location.base, _DIRECTORY_FLAGS)
     try:
-        if location.check_base:
-            _check_owned(os.fstat(fd), location.base)
         for level in location.levels:
             child = open_private_level(fd, level, os.path.join(location.base, level))
             os.close(fd)
@@ -98,7 +99,7 @@ def fresh_private_directory(temp: str, uid: int) -> PrivateDirectory:
     """A new, empty private directory (nobody else can have planted it)."""
     path = tempfile.mkdtemp(prefix=f"opik_otel-{uid}-", dir=temp)
     parent, leaf = os.path.split(path)
-    return open_location(Location(parent, (leaf,), check_base=False, create_base=False))
+    return open_location(Location(parent, (leaf,), create_base=False))
 
 
 def open_private_level(parent_fd: int, name: str, path: str) -> int:
