@@ -1,6 +1,6 @@
 """Cost of the durable queue: app side and export side, against the alternatives.
 
-Run: ``python benchmarks/delivery_cost.py [--previous /path/to/previous/checkout]``
+Run: ``python benchmarks/queue_cost.py [--previous /path/to/previous/checkout]``
 
 Three designs, each measured in its own subprocess against the same ``LocalOpik``
 (itself a separate process, so its parsing does not compete for the measured GIL):
