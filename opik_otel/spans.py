@@ -28,6 +28,9 @@ def copy_span(
     status: Optional[Status] = None,
 ) -> ReadableSpan:
     """Return ``span`` with the given parts replaced, all else kept."""
+    if attributes is None and span.dropped_attributes:
+        # span.attributes is a read-only view, which would lose the dropped count.
+        attributes = span.attributes
     if attributes is not None:
         store = BoundedAttributes(attributes=attributes, immutable=True)
         # The exporter reports how many attributes the SDK dropped; a copy keeps that.
@@ -128,6 +131,17 @@ def fixed_value(value: Any) -> Any:
     return value
 
 
+def repaired(value: Any) -> Any:
+    """``value``, or its :func:`fixed_value` when the OTLP encoder would fail on it."""
+    return fixed_value(value) if needs_fix(value) else value
+
+
+def repaired_attributes(attributes: Mapping[str, Any]) -> Dict[str, Any]:
+    """An attribute set with unencodable keys and values repaired; a key that equals
+    another once repaired keeps the first one's place and the last one's value."""
+    return {repaired(key): repaired(value) for key, value in attributes.items()}
+
+
 def sendable_span(span: ReadableSpan, changes: Dict[str, Any]) -> ReadableSpan:
     """``span`` with attribute ``changes`` (None removes) and any unencodable name,
     status description or event attribute repaired."""
@@ -140,7 +154,12 @@ def sendable_span(span: ReadableSpan, changes: Dict[str, Any]) -> ReadableSpan:
         if needs_fix(event_name) or any(needs_fix(key) or needs_fix(value) for key, value in event_attributes.items()):
             if events is None:
                 events = list(span.events)
-            fixed_attributes = {fixed_value(key): fixed_value(value) for key, value in event_attributes.items()}
+            fixed_attributes: Any = repaired_attributes(event_attributes)
+            if isinstance(event.attributes, BoundedAttributes):
+                # The exporter reports how many attributes the SDK dropped; a copy keeps that.
+                dropped = event.dropped_attributes
+                fixed_attributes = BoundedAttributes(attributes=fixed_attributes, immutable=True)
+                fixed_attributes.dropped = dropped
             events[index] = Event(fixed_value(event_name), fixed_attributes, event.timestamp)
     description = span.status.description if span.status is not None else None
     status_fixed = isinstance(description, str) and needs_fix(description)
