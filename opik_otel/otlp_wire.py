@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tup
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 from .linkage import span_attributes
 from .otlp_values import FIXED64, SMALL, VARINTS, AttributeWriter, field, varint
@@ -42,6 +42,7 @@ _LINK_ATTRIBUTE, _LINK_DROPPED = b"\x22", b"\x28"
 _LINK_LOCAL_FLAGS, _LINK_REMOTE_FLAGS = b"\x35\x00\x01\x00\x00", b"\x35\x00\x03\x00\x00"
 _STATUS_MESSAGE, _STATUS_CODE = b"\x12", b"\x18"
 _KINDS = {kind: b"\x30" + bytes([kind.value + 1]) for kind in SpanKind}
+_UNSET_STATUS = _STATUS + b"\x00"
 
 # Cached encodings of resources and scopes, kept with the object they describe so that
 # an id is never mistaken for a later object's.
@@ -114,10 +115,11 @@ class WireEncoder:
         if name:
             parts.append(field(_NAME, _text(name)))
         parts.append(_KINDS[span.kind])
-        if span.start_time:
-            parts.append(_START + FIXED64(span.start_time))
-        if span.end_time:
-            parts.append(_END + FIXED64(span.end_time))
+        start, end = span.start_time, span.end_time
+        if start:
+            parts.append(_START + FIXED64(start))
+        if end:
+            parts.append(_END + FIXED64(end))
         attributes = span_attributes(span)
         mark = len(parts)
         try:
@@ -130,19 +132,25 @@ class WireEncoder:
         dropped = span.dropped_attributes
         if dropped:
             parts.append(_DROPPED_ATTRIBUTES + varint(dropped))
-        for event in span.events:
-            parts.append(field(_EVENT, self._event(event)))
+        # The SDK's events and links accessors copy under a lock; most spans have none.
+        if getattr(span, "_events", True):
+            for event in span.events:
+                parts.append(field(_EVENT, self._event(event)))
         dropped = span.dropped_events
         if dropped:
             parts.append(_DROPPED_EVENTS + varint(dropped))
-        for link in span.links:
-            parts.append(field(_LINK, self._link(link)))
+        if getattr(span, "_links", True):
+            for link in span.links:
+                parts.append(field(_LINK, self._link(link)))
         dropped = span.dropped_links
         if dropped:
             parts.append(_DROPPED_LINKS + varint(dropped))
         status = span.status
         if status is not None:
-            parts.append(field(_STATUS, _status(status)))
+            if status.status_code is StatusCode.UNSET and not status.description:
+                parts.append(_UNSET_STATUS)
+            else:
+                parts.append(field(_STATUS, _status(status)))
         parts.append(_REMOTE_FLAGS if parent is not None and parent.is_remote else _LOCAL_FLAGS)
         return b"".join(parts)
 

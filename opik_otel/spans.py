@@ -179,9 +179,12 @@ def invalid_usage_removals(attributes: Mapping[str, Any]) -> Dict[str, Any]:
     strict JSON (Opik's parser takes no NaN/Infinity either) and byte strings (which
     arrive as base64 text, never JSON)."""
     removals: Dict[str, Any] = {}
-    for key, value in attributes.items():
+    for key in attributes:
+        if not isinstance(key, str) or not key.startswith(_USAGE_PREFIX):
+            continue
+        value = attributes[key]
         kind = type(value)
-        if (kind is str or kind is bytes) and key.startswith(_USAGE_PREFIX):
+        if kind is str or kind is bytes:
             if kind is str:
                 try:
                     json.loads(value, parse_constant=_refuse_constant)

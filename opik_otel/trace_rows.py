@@ -23,6 +23,7 @@ from opentelemetry.trace import StatusCode
 
 from opik_otel.attributes import OPIK_TRACE_ID
 from opik_otel.ids import canonical_uuid_v7
+from opik_otel.linkage import span_attributes
 
 OPIK_TAGS = "opik.tags"
 OPIK_METADATA = "opik.metadata"
@@ -76,7 +77,7 @@ def trace_row_from_span(
         ValueError: the span has no valid ``opik.trace_id`` or no start time, so no
             row can be written for it.
     """
-    attributes: Mapping[str, Any] = span.attributes or {}
+    attributes: Mapping[str, Any] = span_attributes(span)
     trace_id = canonical_uuid_v7(attributes.get(OPIK_TRACE_ID))
     if trace_id is None:
         raise ValueError(f"span {span.name!r} has no valid UUIDv7 {OPIK_TRACE_ID} attribute; no trace row can be built")
@@ -235,8 +236,9 @@ def _select_io(attributes: Mapping[str, Any], prefixes: Sequence[str]) -> Option
     (OpenInference's ``input.value``) display as objects in Opik.
     """
     selected: Dict[str, Any] = {}
+    starts = tuple(prefixes)
     for key, value in attributes.items():
-        if isinstance(key, str) and key.startswith(tuple(prefixes)):
+        if isinstance(key, str) and key.startswith(starts):
             selected[key] = _parse_structured(value)
     return selected or None
 
