@@ -120,7 +120,7 @@ def _other_value(value: Any) -> bytes:
 
 def key_value(key: str, value: Any) -> bytes:
     """The ``KeyValue`` message for one attribute."""
-    if type(key) is not str:
+    if not isinstance(key, str):
         raise Unencodable("attribute key is not a string")
     head = field(_KEY, key.encode("utf-8")) if key else b""
     return head + field(_VALUE, any_value(value))
@@ -142,7 +142,7 @@ class AttributeWriter:
         """The ``KeyValue.key`` field of ``key`` followed by the ``value`` tag."""
         encoded = self._keys.get(key)
         if encoded is None:
-            if type(key) is not str:
+            if not isinstance(key, str):
                 raise Unencodable("attribute key is not a string")
             # proto3 writes no empty string field, an empty key included.
             encoded = field(_KEY, key.encode("utf-8")) + _VALUE if key else _VALUE

@@ -51,9 +51,17 @@ SDK_ARRAY = st.one_of(
 )
 SDK_VALUE = st.one_of(SCALAR, SDK_ARRAY)
 BAD_VALUE = st.one_of(BAD_TEXT, HUGE_INT, st.lists(st.one_of(BAD_TEXT, HUGE_INT, TEXT), min_size=1, max_size=3).map(tuple))
+class Text(str):
+    """A str subclass, as enums and wrappers in user code produce."""
+
+
+class Number(int):
+    """An int subclass (IntEnum-like)."""
+
+
 # A ReadableSpan built by hand may carry anything OTLP has a field for (and things it has none for).
 RAW_VALUE = st.recursive(
-    st.one_of(SCALAR, st.none(), st.binary(max_size=10)),
+    st.one_of(SCALAR, st.none(), st.binary(max_size=10), st.builds(Text, TEXT), st.builds(Number, INT64)),
     lambda children: st.one_of(
         st.lists(children, max_size=3),
         st.lists(children, max_size=3).map(tuple),
@@ -77,7 +85,7 @@ SDK_ATTRIBUTES = st.builds(
     st.integers(0, 3),
 )
 CLEAN_ATTRIBUTES = st.builds(bounded, st.dictionaries(KEY, SDK_VALUE, max_size=4), st.integers(0, 3))
-RAW_ATTRIBUTES = st.dictionaries(st.one_of(KEY, st.just("")), RAW_VALUE, max_size=5)
+RAW_ATTRIBUTES = st.dictionaries(st.one_of(KEY, st.just(""), st.builds(Text, KEY)), RAW_VALUE, max_size=5)
 
 # --- span parts ---------------------------------------------------------------------------
 
