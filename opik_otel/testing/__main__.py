@@ -1,0 +1,5 @@
+import sys
+
+from opik_otel.testing.cli import main
+
+sys.exit(main())
