@@ -4,7 +4,9 @@ The export path is a few stages, each in its own module; this one only wires the
 
 1. :mod:`~opik_otel.prepare` — private markers stripped, ids and values repaired,
    trace-level options on root spans, trace rows of the traces this process minted;
-2. :mod:`~opik_otel.encoding` — spans as OTLP protobuf, trace rows as REST JSON;
+2. :mod:`~opik_otel.encoding` — spans as OTLP protobuf, written directly by
+   :mod:`~opik_otel.otlp_wire` with the prepared changes applied as it writes
+   (``OPIK_OTEL_ENCODER=otel`` uses OpenTelemetry's encoder instead), trace rows as REST JSON;
 3. :mod:`~opik_otel.shrinking` — requests above ``max_request_bytes`` split (or, for a
    single span, truncated by :mod:`~opik_otel.sizing`);
 4. :mod:`~opik_otel.queue` — every request is appended to a durable queue before
@@ -18,7 +20,6 @@ Records hold no secret: the API key and custom headers are added at send time, a
 configured then. Re-sending is harmless: Opik upserts by id.
 """
 
-import gzip
 import hashlib
 import os
 import time
@@ -31,7 +32,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from ._logging import get_logger
 from .batching import if_alive
 from .config import ConfigurationError, OpikConfig, resolve_config
-from .encoding import encode_span_batch, encode_trace_rows
+from .encoding import encode_span_batch, encode_trace_rows, gzip_compress
 from .flushing import add_delivery_flush, flush_timeout_of_caller
 from .options import (
     integer,
@@ -45,6 +46,7 @@ from .options import (
     validated_thread_id,
     validated_verify,
 )
+from .otlp_wire import WireEncoder
 from .payloads import SPANS, TRACES, Payload
 from .prepare import TraceOptions, prepare_batch
 from .queue import DeliveryQueue, Record, open_queue
@@ -57,6 +59,8 @@ from .shrinking import fit
 from .transport import Transport
 
 LOGGER = get_logger(__name__)
+
+ENCODER_VARIABLE = "OPIK_OTEL_ENCODER"
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
 # Opik Cloud refuses bodies of a few tens of MB; staying well below keeps one request's
@@ -142,6 +146,9 @@ class OpikExporter(SpanExporter):
             metadata=validated_metadata(metadata),
             thread_id=validated_thread_id(thread_id),
         )
+        # OPIK_OTEL_ENCODER=otel: OpenTelemetry's own encoder, to rule ours out in a bug report.
+        use_otel_encoder = os.environ.get(ENCODER_VARIABLE, "").strip().lower() == "otel"
+        self._encoder: Optional[WireEncoder] = None if use_otel_encoder else WireEncoder()
         self._timeout = positive_number("timeout", timeout)
         self._max_request_bytes = integer("max_request_bytes", max_request_bytes, minimum=1024)
         self._spool_max_bytes = integer("spool_max_bytes", spool_max_bytes, minimum=1)
@@ -235,7 +242,7 @@ class OpikExporter(SpanExporter):
             batch = prepare_batch(spans, self._options, self._seen_span_ids)
             stored = self.enqueue_trace_rows(batch.rows) if batch.rows else True
             if batch.spans:
-                stored = self._enqueue_spans(batch.spans) and stored
+                stored = self._enqueue_spans(batch.spans, batch.changes) and stored
         except Exception:
             LOGGER.error("Unexpected error while queueing spans for Opik.", exc_info=True)
             return SpanExportResult.FAILURE
@@ -294,8 +301,8 @@ class OpikExporter(SpanExporter):
 
     # --- stages -------------------------------------------------------------------
 
-    def _enqueue_spans(self, spans: List[ReadableSpan]) -> bool:
-        encoded = encode_span_batch(spans)
+    def _enqueue_spans(self, spans: List[ReadableSpan], changes: List[Dict[str, Any]]) -> bool:
+        encoded = encode_span_batch(spans, changes, self._encoder)
         for name in encoded.unencodable:
             self._report.count("spans_unencodable")
             self._report.log_cause(
@@ -324,7 +331,7 @@ class OpikExporter(SpanExporter):
         gzipped = kind == SPANS and self._compression == "gzip"
         return Record(
             kind=kind,
-            body=gzip.compress(body, compresslevel=6) if gzipped else body,
+            body=gzip_compress(body) if gzipped else body,
             destination=without_credentials(self._endpoints[kind]),
             project=self._config.project_name,
             workspace=self._config.workspace,

@@ -123,7 +123,7 @@ def baggage_linkage(entries: Mapping[str, Any]) -> Optional[Linkage]:
     return Linkage(trace_id, span_id)
 
 
-def resolve_linkage(context: Optional[Context]) -> Optional[Linkage]:
+def resolve_linkage(context: Optional[Context], opik_spans: Any = None) -> Optional[Linkage]:
     """Where a span starting in ``context`` belongs in Opik, or ``None``.
 
     Signals in order: the parent span's attributes, then the linkage
@@ -132,6 +132,11 @@ def resolve_linkage(context: Optional[Context]) -> Optional[Linkage]:
     descendants chain through their parent's attributes), then W3C baggage, then the
     Opik SDK's active ``@opik.track`` span. A partial or invalid signal stops the
     search: a broken upstream context must not silently join an unrelated local trace.
+
+    Args:
+        context: the context the span starts in; ``None`` for the current one.
+        opik_spans: the Opik SDK's span stack (:func:`opik_span_stack`) when the caller
+            has found it already: an empty stack then answers the last step at once.
     """
     if context is None:
         context = get_current()
@@ -148,10 +153,19 @@ def resolve_linkage(context: Optional[Context]) -> Optional[Linkage]:
     entries = cast(Optional[Mapping[str, Any]], context.get(_BAGGAGE_KEY))
     if entries and (OPIK_TRACE_ID in entries or OPIK_SPAN_ID in entries):
         return baggage_linkage(entries)
+    if opik_spans is not None and not opik_spans.get():
+        return None
     # opik is never imported here: if the application has not imported it, no
     # tracked function can be active, and this step costs one dict lookup.
     context_storage = sys.modules.get("opik.context_storage")
     return None if context_storage is None else opik_sdk_linkage(context_storage)
+
+
+def opik_span_stack() -> Any:
+    """The context variable holding the Opik SDK's stack of active spans, once the
+    application has imported ``opik``; ``None`` before (or if the SDK keeps it elsewhere)."""
+    context_storage = sys.modules.get("opik.context_storage")
+    return getattr(getattr(context_storage, "_context_storage", None), "_spans_data_stack_context", None)
 
 
 def opik_sdk_linkage(context_storage: Any) -> Optional[Linkage]:

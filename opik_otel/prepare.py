@@ -19,7 +19,6 @@ from .spans import (
     id_fixes,
     invalid_usage_removals,
     sendable_span,
-    sendable_surroundings,
     strict_json_fixes,
     value_fixes,
     with_text_keys_and_name,
@@ -48,18 +47,23 @@ class TraceOptions:
 
 @dataclass
 class PreparedBatch:
-    """Spans ready to encode, and the trace rows to write before them."""
+    """Spans ready to encode with their attribute changes, and the trace rows to write
+    before them."""
 
     spans: List[ReadableSpan]
+    # Per span: attributes to set (``None`` removes), applied by the encoder as it writes.
+    changes: List[Dict[str, Any]]
     rows: List[Dict[str, Any]]
 
 
 def prepare_batch(
     spans: Sequence[ReadableSpan], options: TraceOptions, seen_span_ids: Dict[str, int]
 ) -> PreparedBatch:
-    """Strip private markers, add trace-level options to root spans, make ids and
-    values sendable, collect trace rows."""
+    """Strip private markers, add trace-level options to root spans, make ids sendable,
+    collect trace rows. Attribute values the encoder cannot take are repaired by the
+    encoder itself, so spans are only copied where a name or key is not text."""
     prepared: List[ReadableSpan] = []
+    all_changes: List[Dict[str, Any]] = []
     rows: List[Dict[str, Any]] = []
     for span in spans:
         span = with_text_keys_and_name(span)
@@ -73,14 +77,20 @@ def prepare_batch(
         if span.parent is None and (minted or OPIK_TRACE_ID not in attributes):
             changes.update(root_options(attributes, options))
         strict_json_fixes(attributes, changes)
-        value_fixes(attributes, changes)
-        span = sendable_span(span, changes)
         if minted and span.parent is None:
-            row = trace_row(span, options)
+            row = trace_row(sendable_copy(span, changes), options)
             if row is not None:
                 rows.append(row)
         prepared.append(span)
-    return PreparedBatch(sendable_surroundings(prepared), rows)
+        all_changes.append(changes)
+    return PreparedBatch(prepared, all_changes, rows)
+
+
+def sendable_copy(span: ReadableSpan, changes: Mapping[str, Any]) -> ReadableSpan:
+    """``span`` as it is sent: ``changes`` applied and unencodable values repaired."""
+    fixes = dict(changes)
+    value_fixes(span_attributes(span), fixes)
+    return sendable_span(span, fixes)
 
 
 def root_options(attributes: Mapping[str, Any], options: TraceOptions) -> Dict[str, Any]:

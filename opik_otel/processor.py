@@ -9,6 +9,7 @@ processor finds the linkage the new span inherits (see
 fresh ``opik.span_id`` and its parent's Opik id.
 """
 
+import sys
 from typing import Any, Dict, Optional
 
 from opentelemetry.attributes import BoundedAttributes
@@ -18,7 +19,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from ._logging import get_logger
 from .attributes import MINTED_TRACE, OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
 from .ids import IdGenerator
-from .linkage import is_local_root, resolve_linkage
+from .linkage import is_local_root, opik_span_stack, resolve_linkage
 
 LOGGER = get_logger(__name__)
 
@@ -70,15 +71,25 @@ class OpikSpanProcessor(SpanProcessor):
     def __init__(self, mint_root_ids: bool = False) -> None:
         self._mint_root_ids = mint_root_ids
         self._ids = IdGenerator()
+        # Found once the application imports opik; spans outside any tracked function
+        # then cost one read of it instead of a walk through the SDK's modules.
+        self._opik_spans: Any = None
 
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
         try:
-            linkage = resolve_linkage(parent_context)
+            opik_spans = self._opik_spans
+            if opik_spans is None and "opik.context_storage" in sys.modules:
+                opik_spans = self._opik_spans = opik_span_stack()
+            linkage = resolve_linkage(parent_context, opik_spans)
             if linkage is None:
                 if self._mint_root_ids and is_local_root(parent_context):
                     set_linkage_attributes(span, minted_root_attributes(span, self._ids))
                 return
-            attributes = {OPIK_TRACE_ID: linkage.trace_id, OPIK_SPAN_ID: self._ids.new_id()}
+            start_ns = span.start_time
+            attributes = {
+                OPIK_TRACE_ID: linkage.trace_id,
+                OPIK_SPAN_ID: self._ids.new_id(start_ns // 1_000_000 if start_ns else None),
+            }
             if linkage.parent_span_id is not None:
                 attributes[OPIK_PARENT_SPAN_ID] = linkage.parent_span_id
             set_linkage_attributes(span, attributes)

@@ -12,6 +12,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Deque, List, Optional
 
+from .encoding import gzip_compress
 from .payloads import Payload
 from .queue import Record
 from .reporting import Reporter
@@ -82,7 +83,7 @@ class Shrinker:
     def piece(self, record: Record, payload: Payload) -> Piece:
         body = payload.body
         if record.content_encoding == "gzip":
-            body = gzip.compress(body, compresslevel=6)
+            body = gzip_compress(body)
         return Piece(payload, body)
 
     def presplit(self, record: Record, piece: Piece) -> Optional[List[Piece]]:

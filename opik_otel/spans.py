@@ -41,6 +41,9 @@ def copy_span(
     instrumentation_scope: Optional[InstrumentationScope] = None,
 ) -> ReadableSpan:
     """Return ``span`` with the given parts replaced, all else kept."""
+    if attributes is None and span.dropped_attributes:
+        # span.attributes is a read-only view, which would lose the dropped count.
+        attributes = span.attributes
     if attributes is not None:
         store = BoundedAttributes(attributes=attributes, immutable=True)
         # The exporter reports how many attributes the SDK dropped; a copy keeps that.
@@ -156,7 +159,12 @@ def sendable_span(span: ReadableSpan, changes: Dict[str, Any]) -> ReadableSpan:
         if fixed_attributes is not None or not is_sendable_text(event_name):
             if events is None:
                 events = list(span.events)
-            attributes = event.attributes if fixed_attributes is None else fixed_attributes
+            attributes: Any = event.attributes
+            if fixed_attributes is not None:
+                attributes = BoundedAttributes(attributes=fixed_attributes, immutable=True)
+                if isinstance(event.attributes, BoundedAttributes):
+                    # The exporter reports how many attributes the SDK dropped; a copy keeps that.
+                    attributes.dropped = event.attributes.dropped
             events[index] = Event(repaired_text(event_name), attributes, event.timestamp)
     description = span.status.description if span.status is not None else None
     status_fixed = description is not None and not is_sendable_text(description)
@@ -262,9 +270,12 @@ def invalid_usage_removals(attributes: Mapping[str, Any]) -> Dict[str, Any]:
     strict JSON (Opik's parser takes no NaN/Infinity either) and byte strings (which
     arrive as base64 text, never JSON)."""
     removals: Dict[str, Any] = {}
-    for key, value in attributes.items():
+    for key in attributes:
+        if not isinstance(key, str) or not key.startswith(_USAGE_PREFIX):
+            continue
+        value = attributes[key]
         kind = type(value)
-        if (kind is str or kind is bytes) and key.startswith(_USAGE_PREFIX):
+        if kind is str or kind is bytes:
             if kind is str:
                 try:
                     json.loads(value, parse_constant=_refuse_constant)

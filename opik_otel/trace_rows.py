@@ -13,9 +13,9 @@ or kept raw, never raised on.
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import math
+import time
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from opentelemetry.sdk.trace import ReadableSpan
@@ -23,6 +23,7 @@ from opentelemetry.trace import StatusCode
 
 from opik_otel.attributes import OPIK_TRACE_ID
 from opik_otel.ids import canonical_uuid_v7
+from opik_otel.linkage import span_attributes
 
 OPIK_TAGS = "opik.tags"
 OPIK_METADATA = "opik.metadata"
@@ -76,7 +77,7 @@ def trace_row_from_span(
         ValueError: the span has no valid ``opik.trace_id`` or no start time, so no
             row can be written for it.
     """
-    attributes: Mapping[str, Any] = span.attributes or {}
+    attributes: Mapping[str, Any] = span_attributes(span)
     trace_id = canonical_uuid_v7(attributes.get(OPIK_TRACE_ID))
     if trace_id is None:
         raise ValueError(f"span {span.name!r} has no valid UUIDv7 {OPIK_TRACE_ID} attribute; no trace row can be built")
@@ -103,10 +104,20 @@ def format_timestamp(nanoseconds: int) -> str:
     """Render Unix nanoseconds as ISO-8601 UTC with microseconds and ``Z``.
 
     Integer arithmetic keeps the microseconds exact; a float detour would round.
+    ``time.gmtime`` and one format: a root span's row needs two of these, and
+    ``datetime.strftime`` costs several times more.
     """
     seconds, remainder = divmod(int(nanoseconds), 1_000_000_000)
-    moment = _dt.datetime(1970, 1, 1) + _dt.timedelta(seconds=seconds, microseconds=remainder // 1000)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    moment = time.gmtime(seconds)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (
+        moment.tm_year,
+        moment.tm_mon,
+        moment.tm_mday,
+        moment.tm_hour,
+        moment.tm_min,
+        moment.tm_sec,
+        remainder // 1000,
+    )
 
 
 def merge_tags(configured: Iterable[Any], span_tags: Any) -> Optional[List[str]]:
@@ -235,8 +246,9 @@ def _select_io(attributes: Mapping[str, Any], prefixes: Sequence[str]) -> Option
     (OpenInference's ``input.value``) display as objects in Opik.
     """
     selected: Dict[str, Any] = {}
+    starts = tuple(prefixes)
     for key, value in attributes.items():
-        if isinstance(key, str) and key.startswith(tuple(prefixes)):
+        if isinstance(key, str) and key.startswith(starts):
             selected[key] = _parse_structured(value)
     return selected or None
 
