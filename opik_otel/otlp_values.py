@@ -114,6 +114,9 @@ def _other_value(value: Any) -> bytes:
     if isinstance(value, Sequence):
         return field(_ARRAY, b"".join([field(_ITEM, any_value(item)) for item in value]))
     if isinstance(value, Mapping):
+        if not all(type(key) is str and key for key in value):
+            # Keys the SDK would clean (empty, not text): the repair path rebuilds the value.
+            raise Unencodable("mapping key is not a non-empty string")
         return field(_KVLIST, b"".join([field(_ITEM, key_value(str(key), item)) for key, item in value.items()]))
     raise Unencodable(f"no OTLP value type for {type(value).__name__}")
 
@@ -142,10 +145,10 @@ class AttributeWriter:
         """The ``KeyValue.key`` field of ``key`` followed by the ``value`` tag."""
         encoded = self._keys.get(key)
         if encoded is None:
-            if not isinstance(key, str):
-                raise Unencodable("attribute key is not a string")
-            # proto3 writes no empty string field, an empty key included.
-            encoded = field(_KEY, key.encode("utf-8")) + _VALUE if key else _VALUE
+            if not isinstance(key, str) or not key:
+                # The SDK refuses empty keys too; the repair path leaves them out.
+                raise Unencodable("attribute key is not a non-empty string")
+            encoded = field(_KEY, key.encode("utf-8")) + _VALUE
             if len(self._keys) >= self.MEMO_LIMIT:
                 self._keys.clear()
             self._keys[key] = encoded

@@ -248,7 +248,7 @@ def _status(status: Any) -> bytes:
 
 
 def _text(value: str) -> bytes:
-    """UTF-8 of ``value``; lone surrogates become ``?`` as the exporter's repairs do."""
+    """UTF-8 of ``value``; lone surrogates become U+FFFD as the exporter's repairs do."""
     try:
         return value.encode("utf-8")
     except UnicodeEncodeError:

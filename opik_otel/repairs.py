@@ -49,7 +49,7 @@ def is_sendable_value(value: Any, _depth: int = 0) -> bool:
         return _depth < MAX_DEPTH and all(is_sendable_value(item, _depth + 1) for item in value)
     if kind is dict:
         return _depth < MAX_DEPTH and all(
-            is_sendable_text(key) and is_sendable_value(item, _depth + 1) for key, item in value.items()
+            bool(key) and is_sendable_text(key) and is_sendable_value(item, _depth + 1) for key, item in value.items()
         )
     # Subclasses (enums, numpy scalars, custom containers) and anything else: the
     # encoder may take some, but their str/len/iteration are user code, so they are
@@ -97,7 +97,8 @@ def repaired_attribute_value(value: Any, _depth: int = 0) -> Any:
             return bytes(value)
         if _depth < MAX_DEPTH:
             if isinstance(value, Mapping):
-                return {repaired_text(key): repaired_attribute_value(item, _depth + 1) for key, item in value.items()}
+                # As the SDK cleans mappings: an empty key names nothing and is left out.
+                return {repaired_text(key): repaired_attribute_value(item, _depth + 1) for key, item in value.items() if key}
             if isinstance(value, (Sequence, set, frozenset)):
                 return tuple(repaired_attribute_value(item, _depth + 1) for item in value)
     except Exception:
@@ -114,7 +115,7 @@ def repaired_attributes(attributes: Optional[Mapping[str, Any]]) -> Optional[Dic
         items = list(attributes.items())
     except Exception:
         return {}
-    if all(is_sendable_text(key) and is_sendable_value(value) for key, value in items):
+    if all(key and is_sendable_text(key) and is_sendable_value(value) for key, value in items):
         return None
     result: Dict[str, Any] = {}
     for key, value in items:
@@ -123,6 +124,8 @@ def repaired_attributes(attributes: Optional[Mapping[str, Any]]) -> Optional[Dic
     for key, value in items:
         if not is_sendable_text(key):
             result.setdefault(repaired_text(key), repaired_attribute_value(value))
+    # The SDK refuses an empty key (it names nothing); a repaired set leaves it out too.
+    result.pop("", None)
     return result
 
 

@@ -138,7 +138,9 @@ def value_fixes(attributes: Mapping[str, Any], changes: Dict[str, Any]) -> None:
     for key, value in attributes.items():
         if key in changes:
             continue
-        if not is_sendable_text(key):
+        if key == "":
+            changes[key] = None  # the SDK refuses empty keys; a copy would drop it
+        elif not is_sendable_text(key):
             changes[key] = None
             fixed_key = repaired_text(key)
             if fixed_key not in attributes:
