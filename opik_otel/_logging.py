@@ -12,6 +12,7 @@ host's logs nor make a line arbitrarily long.
 """
 
 import logging
+import numbers
 import time
 from typing import Any, Dict, Hashable, Mapping, Tuple
 
@@ -119,9 +120,10 @@ def _shown(arg: Any) -> Any:
     kind = type(arg)
     if kind is int or kind is float or kind is bool:
         return arg
-    if kind is str and len(arg) <= MAX_SHOWN_CHARS and arg.isprintable():
-        return arg
-    return _Shown(arg)
+    if kind is str:
+        return arg if len(arg) <= MAX_SHOWN_CHARS and arg.isprintable() else _Shown(arg)
+    # Other numbers too (enums, numpy scalars): a "%d" or "%.1f" needs the number itself.
+    return arg if isinstance(arg, numbers.Number) else _Shown(arg)
 
 
 def get_logger(name: str) -> logging.Logger:

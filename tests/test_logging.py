@@ -106,6 +106,19 @@ def test_numbers_and_short_names_are_passed_through_unwrapped():
     assert line.getMessage() == "3 spans, 1.5 s, header opik_trace_id"
 
 
+def test_number_like_arguments_still_format_as_numbers():
+    import enum
+    from decimal import Decimal
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    limiter = RateLimitFilter()
+    line = record("%d items, %.1f s", Level.HIGH, Decimal("1.25"))
+    assert limiter.filter(line)
+    assert line.getMessage() == "3 items, 1.2 s"
+
+
 def test_escaped_is_identity_on_printable_text():
     assert escaped("plain text") == "plain text"
     assert escaped("é ü 中") == "é ü 中"
