@@ -21,8 +21,9 @@ DEFAULT_INTERVAL_SECONDS = 60.0
 # ``extra={RATE_LIMIT_KEY: cause}`` limits a call site by ``cause`` instead of by its
 # template, for sites whose template is a bare "%s" filled with different messages.
 RATE_LIMIT_KEY = "opik_rate_limit_key"
-# Longest text one argument contributes to a line; enough for a path or a URL.
-MAX_SHOWN_CHARS = 200
+# Longest text one argument contributes to a line: enough for a path, a URL or one of the
+# exporter's own failure descriptions (which quote an exception text of up to 300).
+MAX_SHOWN_CHARS = 1000
 
 # A bound on distinct keys, reached only by callers that pass varying explicit keys.
 _MAX_KEYS = 1000
