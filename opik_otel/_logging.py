@@ -12,6 +12,7 @@ host's logs nor make a line arbitrarily long.
 """
 
 import logging
+import numbers
 import time
 from typing import Any, Dict, Hashable, Mapping, Tuple
 
@@ -20,8 +21,9 @@ DEFAULT_INTERVAL_SECONDS = 60.0
 # ``extra={RATE_LIMIT_KEY: cause}`` limits a call site by ``cause`` instead of by its
 # template, for sites whose template is a bare "%s" filled with different messages.
 RATE_LIMIT_KEY = "opik_rate_limit_key"
-# Longest text one argument contributes to a line; enough for a path or a URL.
-MAX_SHOWN_CHARS = 200
+# Longest text one argument contributes to a line: enough for a path, a URL or one of the
+# exporter's own failure descriptions (which quote an exception text of up to 300).
+MAX_SHOWN_CHARS = 1000
 
 # A bound on distinct keys, reached only by callers that pass varying explicit keys.
 _MAX_KEYS = 1000
@@ -119,9 +121,10 @@ def _shown(arg: Any) -> Any:
     kind = type(arg)
     if kind is int or kind is float or kind is bool:
         return arg
-    if kind is str and len(arg) <= MAX_SHOWN_CHARS and arg.isprintable():
-        return arg
-    return _Shown(arg)
+    if kind is str:
+        return arg if len(arg) <= MAX_SHOWN_CHARS and arg.isprintable() else _Shown(arg)
+    # Other numbers too (enums, numpy scalars): a "%d" or "%.1f" needs the number itself.
+    return arg if isinstance(arg, numbers.Number) else _Shown(arg)
 
 
 def get_logger(name: str) -> logging.Logger:

@@ -498,6 +498,13 @@ def test_hostile_links_resource_and_scope_are_repaired_without_a_traceback(
         export_and_check(exporter, opik, spans)
     provider.shutdown()
     assert errors.records == [], [r.getMessage() for r in errors.records]
+    # Repaired, not dropped: the name and the scope (Opik's metadata.integration) arrive.
+    from opik_otel.repairs import repaired_text
+
+    stored = {record.otel_span_id: record for record in opik.spans()}[format(span.context.span_id, "016x")]
+    assert stored.name == repaired_text(name)
+    if scope_name and scope_name != "logfire":
+        assert stored.metadata.get("integration") == repaired_text(scope_name)
 
 
 @PROPERTIES

@@ -321,3 +321,16 @@ def test_random_seed_in_this_process_changes_nothing():
     random.seed(1)
     second = [generator.new_id(0), generate_id(0)]
     assert not set(first) & set(second)
+
+
+@given(seed=st.one_of(st.integers(), st.text(max_size=8), st.binary(max_size=8)))
+def test_no_seed_of_random_makes_minting_repeat(seed):
+    import random
+
+    from opik_otel.ids import IdGenerator
+
+    generator = IdGenerator()
+    random.seed(seed)
+    first = {generator.new_id(0), generate_id(0)}
+    random.seed(seed)
+    assert not first & {generator.new_id(0), generate_id(0)}

@@ -76,12 +76,12 @@ def test_debug_and_info_are_never_held_back():
 
 def test_values_are_shown_escaped_and_cut_short():
     limiter = RateLimitFilter()
-    hostile = record("a %s, b %r, c %.30r", "x\nFAKE LINE\x1b[2J\ud800", "\r\n" + "y" * 1000, "z\x07" * 100)
+    hostile = record("a %s, b %r, c %.30r", "x\nFAKE LINE\x1b[2J\ud800", "\r\n" + "y" * 5000, "z\x07" * 100)
     assert limiter.filter(hostile)
     message = hostile.getMessage()
     assert message.isprintable()
     assert "x\\nFAKE LINE\\x1b[2J\\ud800" in message
-    assert len(message) < 400
+    assert len(message) < 1200
     assert "…" in message
 
 
@@ -104,6 +104,19 @@ def test_numbers_and_short_names_are_passed_through_unwrapped():
     assert limiter.filter(line)
     assert line.args == (3, 1.5, "opik_trace_id")
     assert line.getMessage() == "3 spans, 1.5 s, header opik_trace_id"
+
+
+def test_number_like_arguments_still_format_as_numbers():
+    import enum
+    from decimal import Decimal
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    limiter = RateLimitFilter()
+    line = record("%d items, %.1f s", Level.HIGH, Decimal("1.25"))
+    assert limiter.filter(line)
+    assert line.getMessage() == "3 items, 1.2 s"
 
 
 def test_escaped_is_identity_on_printable_text():
