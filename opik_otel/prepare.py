@@ -19,6 +19,7 @@ from .spans import (
     id_fixes,
     invalid_usage_removals,
     sendable_span,
+    sendable_surroundings,
     strict_json_fixes,
     value_fixes,
     with_text_keys_and_name,
@@ -83,7 +84,8 @@ def prepare_batch(
                 rows.append(row)
         prepared.append(span)
         all_changes.append(changes)
-    return PreparedBatch(prepared, all_changes, rows)
+    # Resources and scopes are hashed to group spans: a broken one must be repaired first.
+    return PreparedBatch(sendable_surroundings(prepared), all_changes, rows)
 
 
 def sendable_copy(span: ReadableSpan, changes: Mapping[str, Any]) -> ReadableSpan:
