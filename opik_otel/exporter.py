@@ -662,8 +662,14 @@ class OpikExporter(SpanExporter):
             return
         with self._replayer_lock:
             if self._replayer is None:
-                self._replayer = threading.Thread(target=self._replay, name="OpikExporterReplay", daemon=True)
-                self._replayer.start()
+                replayer = threading.Thread(target=self._replay, name="OpikExporterReplay", daemon=True)
+                try:
+                    replayer.start()
+                except RuntimeError:
+                    # Python 3.12+ refuses new threads at interpreter shutdown (the exit
+                    # flush): the data stays spooled and the next run replays it.
+                    return
+                self._replayer = replayer
 
     def _replay(self) -> None:
         from opentelemetry.context import attach, detach
