@@ -105,7 +105,11 @@ class Sender:
         self._start()
         self._wake.set()
         thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        if thread is None and len(self._queue) > 0:
+            # No thread could be started (Python 3.12+ at interpreter exit): deliver
+            # from this one, within the same deadline.
+            self._run()
+        elif thread is not None and thread is not threading.current_thread():
             thread.join(max(0.0, deadline - time.monotonic()) + 0.2)
 
     # --- the thread ----------------------------------------------------------------
@@ -114,8 +118,12 @@ class Sender:
         with self._lock:
             if self._thread is not None or (self._stopping and len(self._queue) == 0):
                 return
-            self._thread = threading.Thread(target=self._run, name="OpikExporterSender", daemon=True)
-            self._thread.start()
+            thread = threading.Thread(target=self._run, name="OpikExporterSender", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:
+                return  # interpreter exit on Python 3.12+: close() sends from its own thread
+            self._thread = thread
 
     def _run(self) -> None:
         from opentelemetry.context import attach, detach

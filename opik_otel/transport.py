@@ -152,7 +152,12 @@ class _Watch:
         self.connection: Any = None
         self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
         self._timer.daemon = True
-        self._timer.start()
+        try:
+            self._timer.start()
+        except RuntimeError:
+            # Python 3.12+ starts no thread at interpreter exit; the per-read timeout
+            # and the deadline checks between reads still bound the request.
+            pass
 
     def _fire(self) -> None:
         self.fired = True
