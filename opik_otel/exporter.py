@@ -38,11 +38,13 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ._logging import DEFAULT_INTERVAL_SECONDS, get_logger
-from .attributes import MINTED_TRACE, OPIK_TRACE_ID
+from .attributes import MINTED_TRACE, OPIK_TRACE_ID, PROJECT_NAME
 from .batching import if_alive, suppressed_context
 from .config import ConfigurationError, OpikConfig, _validate_header_value, resolve_config
 from .linkage import span_attributes
+from .open_roots import OPEN_ROOT_DELAY_SECONDS, OpenRoot, OpenRoots, provisional_root, stopped_status
 from .payloads import SPANS, TRACES, Payload, dump_json
+from .projects import group_by_project, usable_project_name
 from .retry import RetryPolicy, describe_failure, parse_retry_after, redact_url
 from .spans import id_fixes, invalid_usage_removals, needs_fix, sendable_span, value_fixes
 from .spool import DiskSpool
@@ -282,19 +284,109 @@ class OpikExporter(SpanExporter):
         if self._stopped.is_set():
             return SpanExportResult.FAILURE
         try:
-            to_send, rows = self._prepare(spans)
-            delivered = True
-            if rows:
-                # Rows first: Opik shows spans whose trace row is missing as orphans.
-                delivered = self._send(Payload(TRACES, message=trace_rows_request_body(rows))) and delivered
-            if to_send:
-                payload = self._span_payload(to_send)
-                if payload is not None:
-                    delivered = self._send(payload) and delivered
+            with self._ordering_lock:
+                early = self._open_roots.before_batch(spans)
+                to_send, rows = self._prepare(spans)
+                if early:
+                    # Open roots of this batch's children go ahead of them (see open_roots).
+                    early_send, early_rows = self._prepare_open_roots(early)
+                    to_send, rows = early_send + to_send, early_rows + rows
+                delivered = self._deliver(to_send, rows)
             return SpanExportResult.SUCCESS if delivered else SpanExportResult.FAILURE
         except Exception:
             LOGGER.error("Unexpected error while exporting spans to Opik.", exc_info=True)
             return SpanExportResult.FAILURE
+
+    def root_started(self, span: ReadableSpan) -> None:
+        """Called by ``OpikSpanProcessor(exporter=...)`` when a minted root starts.
+
+        Returns at once (it runs on the application's thread); the trace row and the
+        root span are written provisionally off that thread, before the first child of
+        the trace or once the root has been open for a second. Never raises.
+        """
+        try:
+            if self._stopped.is_set():
+                return
+            self._open_roots.add(span)
+            if self._roots_writer is None:
+                self._start_roots_writer()
+            self._roots_wakeup.set()
+        except Exception:
+            LOGGER.warning("Could not take note of an open Opik root span.", exc_info=True)
+
+    def _deliver(self, to_send: List[Tuple[Optional[str], ReadableSpan]], rows: List[Dict[str, Any]]) -> bool:
+        delivered = True
+        if rows:
+            # Rows first: Opik shows spans whose trace row is missing as orphans.
+            delivered = self._send(Payload(TRACES, message=trace_rows_request_body(rows))) and delivered
+        # One OTLP request goes to exactly one project (its projectName header).
+        groups = group_by_project(to_send, self._config.project_name, lambda item: item[0])
+        for project, group in groups.items():
+            payload = self._span_payload([span for _, span in group])
+            if payload is not None:
+                delivered = self._send(payload, self._project_headers(project)) and delivered
+        return delivered
+
+    def _prepare_open_roots(
+        self, roots: Sequence[OpenRoot], *, closing: bool = False
+    ) -> Tuple[List[Tuple[Optional[str], ReadableSpan]], List[Dict[str, Any]]]:
+        """Provisional copies of open roots; closed now, with an error, when ``closing``."""
+        if closing:
+            end = time.time_ns()
+            copies = [provisional_root(root, end_time=end, status=stopped_status()) for root in roots]
+        else:
+            copies = [provisional_root(root) for root in roots]
+        to_send, rows = self._prepare(copies)
+        if not closing:
+            for row in rows:
+                row.pop("end_time", None)  # still running
+        return to_send, rows
+
+    def _start_roots_writer(self) -> None:
+        with self._replayer_lock:
+            if self._roots_writer is None and not self._stopped.is_set():
+                self._roots_writer = threading.Thread(
+                    target=self._write_open_roots, name="OpikExporterOpenRoots", daemon=True
+                )
+                self._roots_writer.start()
+
+    def _write_open_roots(self) -> None:
+        """Write the roots open for a while, whether or not a child has been exported."""
+        from opentelemetry.context import attach, detach
+
+        token = attach(suppressed_context())
+        try:
+            while not self._stopped.is_set():
+                self._roots_wakeup.clear()
+                wait = self._open_roots.next_due_in(OPEN_ROOT_DELAY_SECONDS)
+                if wait is None or wait > 0:
+                    self._roots_wakeup.wait(wait)
+                    continue
+                with self._ordering_lock:
+                    due = self._open_roots.take_due(OPEN_ROOT_DELAY_SECONDS)
+                    if due and not self._stopped.is_set():
+                        self._deliver(*self._prepare_open_roots(due))
+        except Exception:
+            LOGGER.error("Writing open Opik root spans stopped unexpectedly.", exc_info=True)
+        finally:
+            detach(token)
+
+    def _close_open_roots(self, deadline: float) -> None:
+        """At a clean shutdown, write the roots still open as ended now, with an error.
+
+        A send stuck on the export thread holds the ordering lock; shutdown waits for
+        it no longer than its deadline (the open roots then stay as last written).
+        """
+        if not len(self._open_roots):
+            return
+        if not self._ordering_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return
+        try:
+            roots = self._open_roots.take_all()
+            if roots:
+                self._deliver(*self._prepare_open_roots(roots, closing=True))
+        finally:
+            self._ordering_lock.release()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Wait until the spool has been replayed, at most ``timeout_millis``.
@@ -345,8 +437,13 @@ class OpikExporter(SpanExporter):
             return
         self.begin_shutdown(timeout_millis)
         deadline = time.monotonic() + max(0.0, timeout_millis / 1000)
+        try:
+            self._close_open_roots(deadline)
+        except Exception:
+            LOGGER.warning("Could not close the Opik traces still open at shutdown.", exc_info=True)
         self._stopped.set()
         self._wakeup.set()
+        self._roots_wakeup.set()
         replayer = self._replayer
         if replayer is not None and replayer is not threading.current_thread():
             replayer.join(max(0.0, deadline - time.monotonic()))
@@ -364,27 +461,37 @@ class OpikExporter(SpanExporter):
 
     # --- preparing a batch --------------------------------------------------------
 
-    def _prepare(self, spans: Sequence[ReadableSpan]) -> Tuple[List[ReadableSpan], List[Dict[str, Any]]]:
+    def _prepare(
+        self, spans: Sequence[ReadableSpan]
+    ) -> Tuple[List[Tuple[Optional[str], ReadableSpan]], List[Dict[str, Any]]]:
         """Strip private markers, add trace-level options to root spans, make ids and
-        values sendable, collect trace rows."""
-        prepared: List[ReadableSpan] = []
+        values sendable, collect trace rows; each span comes with the project it names."""
+        prepared: List[Tuple[Optional[str], ReadableSpan]] = []
         rows: List[Dict[str, Any]] = []
+        checked: Dict[Any, Optional[str]] = {}
         for span in spans:
             attributes = span_attributes(span)
             minted = attributes.get(MINTED_TRACE) is True
             changes = invalid_usage_removals(attributes)
             if MINTED_TRACE in attributes:
                 changes[MINTED_TRACE] = None
+            project = None
+            if PROJECT_NAME in attributes:
+                changes[PROJECT_NAME] = None
+                raw = attributes[PROJECT_NAME]
+                if raw not in checked:
+                    checked[raw] = usable_project_name(raw) if isinstance(raw, str) else None
+                project = checked[raw]
             id_fixes(attributes, changes)
             if span.parent is None and (minted or OPIK_TRACE_ID not in attributes):
                 changes.update(self._root_options(attributes))
             value_fixes(attributes, changes)
             span = sendable_span(span, changes)
             if minted and span.parent is None:
-                row = self._trace_row(span)
+                row = self._trace_row(span, project)
                 if row is not None:
                     rows.append(row)
-            prepared.append(span)
+            prepared.append((project, span))
         return prepared, rows
 
     def _root_options(self, attributes: Mapping[str, Any]) -> Dict[str, Any]:
@@ -400,11 +507,11 @@ class OpikExporter(SpanExporter):
             changes[THREAD_ID_ATTRIBUTES[0]] = self._thread_id
         return changes
 
-    def _trace_row(self, root: ReadableSpan) -> Optional[Dict[str, Any]]:
+    def _trace_row(self, root: ReadableSpan, project: Optional[str]) -> Optional[Dict[str, Any]]:
         try:
             return trace_row_from_span(
                 root,
-                project_name=self._config.project_name,
+                project_name=project or self._config.project_name,
                 tags=self._tags,
                 metadata=self._metadata,
                 thread_id=self._thread_id,
@@ -435,15 +542,17 @@ class OpikExporter(SpanExporter):
 
     # --- delivering now -----------------------------------------------------------
 
-    def _send(self, payload: "Payload") -> bool:
-        """Deliver ``payload`` now, or spool it: True when delivered or kept."""
+    def _send(self, payload: "Payload", headers: Optional[Mapping[str, str]] = None) -> bool:
+        """Deliver ``payload`` now, or spool it: True when delivered or kept.
+
+        ``headers`` replace the configured ones (a span request for another project)."""
         body = payload.body
         if len(body) > self._max_request_bytes:
             halves = payload.split()
             if halves is not None:
                 self._count("requests_split")
                 first, second = halves
-                return self._send(first) & self._send(second)
+                return self._send(first, headers) & self._send(second, headers)
             smaller = payload.truncated(self._max_request_bytes)
             if smaller is not None:
                 self._count_truncated(payload.kind)
@@ -451,25 +560,27 @@ class OpikExporter(SpanExporter):
         if self._spool is not None and (len(self._spool) > 0 or time.monotonic() < self._hold_until):
             # Replay order: older spooled data goes first. And while Opik asked to wait
             # (Retry-After), nobody knocks.
-            return self._keep(payload)
-        result, outcome = self._send_with_retries(payload)
+            return self._keep(payload, headers)
+        result, outcome = self._send_with_retries(payload, headers)
         if result == _DELIVERED:
             return True
         if result == _KEEP:
-            return self._keep(payload)
+            return self._keep(payload, headers)
         if result == _TOO_LARGE:
             pieces = self._shrink(payload)
             if pieces is not None:
-                return all([self._send(piece) for piece in pieces])
+                return all([self._send(piece, headers) for piece in pieces])
         self._refuse(payload, outcome)
         return False
 
-    def _send_with_retries(self, payload: "Payload") -> Tuple[str, _Outcome]:
+    def _send_with_retries(
+        self, payload: "Payload", headers: Optional[Mapping[str, str]] = None
+    ) -> Tuple[str, _Outcome]:
         policy = self._retry_policy
         attempt = 0
         while True:
             attempt += 1
-            outcome = self._post(payload.kind, payload.body)
+            outcome = self._post(payload.kind, payload.body, headers)
             if outcome.ok:
                 return _DELIVERED, outcome
             if outcome.status == 413:
@@ -500,7 +611,7 @@ class OpikExporter(SpanExporter):
         self._count_truncated(payload.kind)
         return [smaller]
 
-    def _keep(self, payload: "Payload") -> bool:
+    def _keep(self, payload: "Payload", headers: Optional[Mapping[str, str]] = None) -> bool:
         spool = self._spool
         if spool is None:
             self._count("requests_lost")
@@ -511,7 +622,7 @@ class OpikExporter(SpanExporter):
                 "span" if payload.kind == SPANS else "trace-row",
             )
             return False
-        stored = spool.append(payload.kind, payload.body, self._headers(payload.kind))
+        stored = spool.append(payload.kind, payload.body, headers or self._headers(payload.kind))
         if stored:
             self._count("requests_spooled")
         else:
@@ -565,6 +676,12 @@ class OpikExporter(SpanExporter):
 
     def _headers(self, kind: str) -> Dict[str, str]:
         return self._span_headers if kind == SPANS else self._rest_headers
+
+    def _project_headers(self, project: str) -> Optional[Dict[str, str]]:
+        """Span-request headers routed to ``project``; ``None`` for the configured one."""
+        if project == self._config.project_name:
+            return None
+        return {**self._span_headers, "projectName": project}
 
     def _post(self, kind: str, body: bytes, headers: Optional[Mapping[str, str]] = None) -> _Outcome:
         if headers is None:
@@ -649,6 +766,12 @@ class OpikExporter(SpanExporter):
         self._replayer_lock = threading.Lock()
         self._wakeup = threading.Event()
         self._replayer: Optional[threading.Thread] = None
+        # Held while a batch or an open root is written, so a trace row always goes
+        # out ahead of the children of its trace.
+        self._ordering_lock = threading.Lock()
+        self._open_roots = OpenRoots()  # the parent's open roots are not the child's
+        self._roots_wakeup = threading.Event()
+        self._roots_writer: Optional[threading.Thread] = None
 
     def _wake_replayer(self, poke: bool = False) -> None:
         if poke:

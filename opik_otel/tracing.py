@@ -137,7 +137,7 @@ def configure(
         exporter.shutdown(0)
         return OpikTracing(provider, None, None)
 
-    linkage = OpikSpanProcessor(mint_root_ids=mint_root_ids)
+    linkage = OpikSpanProcessor(mint_root_ids=mint_root_ids, exporter=exporter)
     provider.add_span_processor(linkage)
     batch = OpikBatchSpanProcessor(
         exporter,
