@@ -157,6 +157,12 @@ class OpikExporter(SpanExporter):
             (default: 0.5 s doubling, at most 10 s; it never gives up).
     """
 
+    _replayer_lock: threading.Lock
+    _ordering_lock: threading.Lock
+    _open_roots: OpenRoots
+    _roots_wakeup: threading.Event
+    _roots_writer: Optional[threading.Thread]
+
     def __init__(
         self,
         url: Optional[str] = None,
@@ -345,10 +351,9 @@ class OpikExporter(SpanExporter):
     def _start_roots_writer(self) -> None:
         with self._replayer_lock:
             if self._roots_writer is None and not self._stopped.is_set():
-                self._roots_writer = threading.Thread(
-                    target=self._write_open_roots, name="OpikExporterOpenRoots", daemon=True
-                )
-                self._roots_writer.start()
+                writer = threading.Thread(target=self._write_open_roots, name="OpikExporterOpenRoots", daemon=True)
+                self._roots_writer = writer
+                writer.start()
 
     def _write_open_roots(self) -> None:
         """Write the roots open for a while, whether or not a child has been exported."""
@@ -771,7 +776,7 @@ class OpikExporter(SpanExporter):
         self._ordering_lock = threading.Lock()
         self._open_roots = OpenRoots()  # the parent's open roots are not the child's
         self._roots_wakeup = threading.Event()
-        self._roots_writer: Optional[threading.Thread] = None
+        self._roots_writer = None
 
     def _wake_replayer(self, poke: bool = False) -> None:
         if poke:

@@ -116,7 +116,7 @@ class OpenRoots:
             for span in spans:
                 attributes = span_attributes(span)
                 trace_id = attributes.get(OPIK_TRACE_ID)
-                if trace_id in self._roots:
+                if isinstance(trace_id, str) and trace_id in self._roots:
                     if span.parent is None and attributes.get(MINTED_TRACE) is True:
                         self._forget(trace_id)
                     else:

@@ -13,9 +13,8 @@ the next service in the ``opik_project_name`` / ``opik-project-name`` headers an
 Everything here is pure: no I/O, no state.
 """
 
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar
 
-from .attributes import PROJECT_NAME
 
 OPIK_PROJECT_NAME_HEADER = "opik_project_name"
 OPIK_PROJECT_NAME_HEADER_HYPHENATED = "opik-project-name"
@@ -41,12 +40,12 @@ def usable_project_name(value: Any) -> Optional[str]:
         value = value.decode("latin-1")
     if not isinstance(value, str):
         return None
-    value = value.strip()
-    if not value or len(value) > MAX_PROJECT_NAME_LENGTH:
+    name = value.strip()
+    if not name or len(name) > MAX_PROJECT_NAME_LENGTH:
         return None
-    if not value.isprintable() or any(ord(ch) > 0xFF for ch in value):
+    if not name.isprintable() or any(ord(ch) > 0xFF for ch in name):
         return None
-    return value
+    return name
 
 
 def first_of_joined_project(value: str) -> str:
@@ -60,12 +59,6 @@ def first_of_joined_project(value: str) -> str:
     if rest == 0 and half > 0 and value[half] == "," and value[:half].strip() == value[half + 1 :].strip():
         return value[:half].strip()
     return value
-
-
-def span_project(attributes: Mapping[str, Any]) -> Optional[str]:
-    """The project a span's private attribute names, if usable."""
-    value = attributes.get(PROJECT_NAME)
-    return None if value is None else usable_project_name(value)
 
 
 def group_by_project(
