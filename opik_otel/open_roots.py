@@ -72,6 +72,16 @@ def provisional_root(
     )
 
 
+def still_minted_root(root: OpenRoot, trace_id: str) -> bool:
+    """Whether the live span still roots the trace minted for it.
+
+    ``attach_to_parent`` may have moved it into an upstream trace since it started
+    (that trace's row is its owner's to write).
+    """
+    attributes = span_attributes(root.span)
+    return attributes.get(MINTED_TRACE) is True and attributes.get(OPIK_TRACE_ID) == trace_id
+
+
 def stopped_status() -> Status:
     """The status of a root written closed at shutdown."""
     return Status(StatusCode.ERROR, PROCESS_STOPPED_MESSAGE)
@@ -141,15 +151,18 @@ class OpenRoots:
     def take_all(self) -> List[OpenRoot]:
         """Every root still open, written or not; the registry is left empty."""
         with self._lock:
-            roots = list(self._roots.values())
+            roots = [root for trace_id, root in self._roots.items() if still_minted_root(root, trace_id)]
             self._roots.clear()
             self._written.clear()
         return roots
 
     def _take(self, trace_ids: Any) -> List[OpenRoot]:
         taken = []
-        for trace_id in trace_ids:
-            if not self._written[trace_id]:
+        for trace_id in list(trace_ids):
+            if self._written.get(trace_id) is False:
+                if not still_minted_root(self._roots[trace_id], trace_id):
+                    self._forget(trace_id)
+                    continue
                 self._written[trace_id] = True
                 taken.append(self._roots[trace_id])
         return taken

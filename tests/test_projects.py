@@ -211,3 +211,46 @@ def test_group_by_project_keeps_order_and_defaults():
     groups = group_by_project(items, "default", lambda item: item[0])
     assert list(groups) == ["a", "default", "b"]
     assert [v for _, v in groups["a"]] == [1, 4] and [v for _, v in groups["default"]] == [2, 5]
+
+
+def _row_in(opik, project, trace_id):
+    import requests
+
+    response = requests.post(
+        f"{opik.url}/v1/private/traces/batch",
+        json={"traces": [{"id": trace_id, "project_name": project, "name": "upstream",
+                          "start_time": "2026-01-01T00:00:00.000000Z"}]},
+        timeout=10,
+    )
+    assert response.status_code == 204 or response.ok
+
+
+@pytest.mark.parametrize("caller_names_project", [False, True])
+def test_a_span_whose_trace_row_is_in_another_project_is_an_orphan_there(opik, tmp_path, caller_names_project):
+    """What the routing is for, as LocalOpik (like Opik) sees it."""
+    from opik_otel import OpikExporter
+
+    _row_in(opik, "caller-project", TRACE)
+    exporter = OpikExporter(opik.url, project_name="callee-project", spool_directory=tmp_path / "spool")
+    provider = TracerProvider()
+    provider.add_span_processor(OpikSpanProcessor(exporter=exporter))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    headers = {"opik_trace_id": TRACE}
+    if caller_names_project:
+        headers["opik_project_name"] = "caller-project"
+    try:
+        with provider.get_tracer("t").start_as_current_span("server") as server:
+            attach_to_parent(server, headers)
+            with provider.get_tracer("t").start_as_current_span("child"):
+                pass
+    finally:
+        provider.shutdown()
+    # The root minted at start and then attached upstream leaves no trace row of its own.
+    assert [t.project_name for t in opik.traces()] == ["caller-project"], opik.trees()
+    if caller_names_project:
+        assert {s.project_name for s in opik.spans()} == {"caller-project"}
+        assert opik.orphans("caller-project") == [] and opik.orphans() == []
+    else:
+        # The Opik SDK's headers carry no project: the documented trade-off.
+        assert sorted(s.name for s in opik.orphans("callee-project")) == ["child", "server"]
+        assert opik.orphans("caller-project") == []
