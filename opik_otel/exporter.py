@@ -339,7 +339,13 @@ class OpikExporter(SpanExporter):
         """Provisional copies of open roots; closed now, with an error, when ``closing``."""
         if closing:
             end = time.time_ns()
-            copies = [provisional_root(root, end_time=end, status=stopped_status()) for root in roots]
+            # A root that did end, but never reached this exporter (a full queue dropped
+            # it), is written as it ended.
+            copies = [
+                root.span if root.span.end_time is not None
+                else provisional_root(root, end_time=end, status=stopped_status())
+                for root in roots
+            ]
         else:
             copies = [provisional_root(root) for root in roots]
         to_send, rows = self._prepare(copies)

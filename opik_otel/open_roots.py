@@ -134,17 +134,28 @@ class OpenRoots:
             return self._take(t for t in traces if t in self._roots)
 
     def take_due(self, delay: float) -> List[OpenRoot]:
-        """Roots open for ``delay`` seconds or more that have not been written yet."""
+        """Roots open for ``delay`` seconds or more that have not been written yet.
+
+        A root that has ended meanwhile is skipped: the real one is on its way to the
+        exporter (it may wait in a batch queue for a while), its children with it or
+        behind it.
+        """
         now = time.monotonic()
         with self._lock:
-            return self._take(t for t, root in self._roots.items() if now - root.started_at >= delay)
+            return self._take(
+                t
+                for t, root in self._roots.items()
+                if now - root.started_at >= delay and getattr(root.span, "end_time", None) is None
+            )
 
     def next_due_in(self, delay: float) -> Optional[float]:
         """Seconds until the next unwritten root is due (0 when one is), or ``None``."""
         now = time.monotonic()
         with self._lock:
             waits = [
-                root.started_at + delay - now for t, root in self._roots.items() if not self._written[t]
+                root.started_at + delay - now
+                for t, root in self._roots.items()
+                if not self._written[t] and getattr(root.span, "end_time", None) is None
             ]
         return max(0.0, min(waits)) if waits else None
 
