@@ -130,11 +130,9 @@ class Sampler(threading.Thread):
         self.samples: List[tuple] = []  # (monotonic, rss, spool bytes, spool records)
 
     def run(self) -> None:
-        spool = self.exporter.spool
+        queue = self.exporter.queue
         while not self.stop_event.wait(self.interval):
-            size = spool.size_bytes if spool is not None else 0
-            records = len(spool) if spool is not None else 0
-            self.samples.append((time.monotonic(), rss_bytes(), size, records))
+            self.samples.append((time.monotonic(), rss_bytes(), queue.size_bytes, len(queue)))
 
 
 def mib(value: float) -> str:
@@ -155,7 +153,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="keep Opik up the whole time but still label the middle window 'down': the noise floor "
         "of the down/up comparison on this machine",
     )
+    parser.add_argument(
+        "--short-lived",
+        type=int,
+        default=0,
+        metavar="RUNS",
+        help="instead: RUNS runs of a small program while Opik flaps (down for every other pair of runs)",
+    )
     args = parser.parse_args(argv)
+    if args.short_lived:
+        return short_lived_runs(args.short_lived, args.children)
 
     per_trace = 1 + args.children
     traces = max(1, args.spans // per_trace)
@@ -275,13 +282,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"duplicates upserted       {report['stats']['duplicate_span_ids']}")
     print(f"trace rows / orphans      {report['traces']} / {report['orphans']}")
     print(f"dropped by the queue      {batching['dropped_queue_full'] + batching['dropped_at_shutdown']}")
-    print(f"spooled / replayed reqs   {exporter_stats['requests_spooled']} / {exporter_stats['requests_replayed']}")
-    print(f"spool lost to the cap     {exporter_stats['spool_dropped_records']} records")
+    print(f"queue lost to the cap     {exporter_stats['queue_dropped_records']} records")
     print("exporter counters         " + ", ".join(f"{k}={v}" for k, v in exporter_stats.items() if k.startswith("requests") and v))
     print(f"peak RSS growth (outage)  {mib(rss_growth)}")
-    print(f"peak spool size           {mib(spool_peak_bytes)} in {spool_peak_records} records")
+    print(f"peak queue size on disk   {mib(spool_peak_bytes)} in {spool_peak_records} records")
     drained = f"{drained_at - recovered_at:.1f} s" if drained_at is not None else "not observed"
-    print(f"spool replayed after      {drained} (from the end of the outage)")
+    print(f"queue drained after       {drained} (from the end of the outage)")
     print(f"per-span cost, Opik up    {summary(up)}")
     print(f"per-span cost, Opik down  {summary(down)}")
     print(f"down / up ratio           mean {mean_ratio:.3f}, median {median_ratio:.3f}  (wall clock)")
@@ -302,6 +308,73 @@ def main(argv: Optional[List[str]] = None) -> int:
         failures.append("per-span cost during the outage more than 10% above the cost while up")
     print("targets:", "all met" if not failures else "MISSED: " + "; ".join(failures))
     return 1 if failures else 0
+
+
+PROGRAM = r"""
+import json, sys
+from opentelemetry.sdk.trace import TracerProvider
+from opik_otel import configure
+
+provider = TracerProvider()
+configure(url=sys.argv[1], tracer_provider=provider, project_name="short-lived", exit_timeout_millis=5000)
+tracer = provider.get_tracer("short-lived")
+ids = []
+for index in range(int(sys.argv[2])):
+    with tracer.start_as_current_span("request") as root:
+        ids.append(format(root.get_span_context().span_id, "016x"))
+        for child in range(int(sys.argv[3])):
+            with tracer.start_as_current_span(f"step-{child}") as span:
+                ids.append(format(span.get_span_context().span_id, "016x"))
+print(json.dumps(ids), flush=True)
+"""
+
+
+def short_lived_runs(runs: int, children: int, traces: int = 10) -> int:
+    """Many runs of a small program while Opik flaps; each run exits (flushing at exit)
+    and, when Opik was up, must have delivered everything emitted so far by then."""
+    server = Server()
+    cache = tempfile.mkdtemp(prefix="opik-short-lived-")
+    env = dict(os.environ, XDG_CACHE_HOME=cache)
+    emitted: List[str] = []
+    own_exit_ok = up_runs = 0
+    exit_times: Dict[str, List[float]] = {"up": [], "down": []}
+    try:
+        for run in range(runs):
+            down = (run // 2) % 2 == 1
+            server.ask("down" if down else "up")
+            started = time.monotonic()
+            done = subprocess.run(
+                [sys.executable, "-c", PROGRAM, server.url, str(traces), str(children)],
+                capture_output=True, text=True, env=env, timeout=120,
+            )
+            exit_times["down" if down else "up"].append(time.monotonic() - started)
+            if done.returncode != 0:
+                print(f"run {run} failed:\n{done.stderr[-1000:]}")
+                return 1
+            emitted += json.loads(done.stdout)
+            if not down:
+                up_runs += 1
+                delivered = int(server.ask("count"))
+                own_exit_ok += delivered >= len(set(emitted))
+        server.ask("up")
+        report_path = os.path.join(cache, "report.json")
+        server.ask("report", report_path)
+        with open(report_path) as handle:
+            report = json.load(handle)
+    finally:
+        server.close()
+        shutil.rmtree(cache, ignore_errors=True)
+    delivered_ids = set(report["ids"])
+    exact = delivered_ids == set(emitted)
+    print(f"runs                      {runs} ({up_runs} with Opik up, {runs - up_runs} down)")
+    print(f"emitted / delivered       {len(emitted)} / {len(delivered_ids)}   exactly the emitted set: {exact}")
+    print(f"up-runs whose own exit delivered everything emitted so far: {own_exit_ok} of {up_runs}")
+    for phase, times in exit_times.items():
+        if times:
+            print(f"run wall time, Opik {phase:4}  median {statistics.median(times):.2f} s, max {max(times):.2f} s")
+    ok = exact and own_exit_ok == up_runs
+    print("targets:", "all met" if ok else "MISSED")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

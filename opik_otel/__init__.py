@@ -24,6 +24,7 @@ from .distributed_trace import (
     get_opik_trace_id,
 )
 from .exporter import OpikExporter
+from .flushing import add_delivery_flush
 from .ids import generate_id, is_valid_uuid_v7
 from .processor import OpikSpanProcessor
 from .retry import RetryPolicy
@@ -45,6 +46,7 @@ __all__ = [
     "OpikSpanProcessor",
     "OpikTracing",
     "RetryPolicy",
+    "add_delivery_flush",
     "attach_to_parent",
     "configure",
     "context_with_opik_baggage",

@@ -36,6 +36,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from ._logging import get_logger
 from .exporter import OpikExporter
+from .flushing import add_delivery_flush
 from .processor import OpikSpanProcessor
 
 LOGGER = get_logger(__name__)
@@ -141,6 +142,9 @@ def pre_instrument() -> None:
                     exc_info=True,
                 )
             provider = trace.get_tracer_provider()
+        # The SDK's BatchSpanProcessor(OpikExporter()) that OTEL_TRACES_EXPORTER=opik
+        # builds: make provider.force_flush() wait for delivery.
+        add_delivery_flush(provider)
         if not register_span_processor(provider):
             LOGGER.warning(
                 "The global TracerProvider is a %s, not the OpenTelemetry SDK's; "

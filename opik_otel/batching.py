@@ -132,9 +132,12 @@ class OpikBatchSpanProcessor(SpanProcessor):
             self._wake.set()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Export every span queued so far; ``False`` if not done within the timeout."""
+        """Hand every span queued so far to the exporter and wait for the exporter's own
+        flush (for ``OpikExporter``: delivery to Opik); ``False`` if not done within the
+        timeout."""
         if self._shutdown:
             return False
+        deadline = time.monotonic() + max(0.0, timeout_millis / 1000)
         request = _FlushRequest()
         with self._lock:
             # Counted before it is queued: the worker checks the count after popping.
@@ -142,7 +145,13 @@ class OpikBatchSpanProcessor(SpanProcessor):
         self._queue.append(request)
         self._start_worker()
         self._wake.set()
-        return request.done.wait(max(0.0, timeout_millis / 1000))
+        if not request.done.wait(max(0.0, deadline - time.monotonic())):
+            return False
+        try:
+            return self._exporter.force_flush(int(max(0.0, deadline - time.monotonic()) * 1000)) is not False
+        except Exception:
+            LOGGER.warning("Flushing the span exporter failed.", exc_info=True)
+            return False
 
     def shutdown(self, timeout_millis: float = 30000) -> None:
         """Export what is queued, then shut the exporter down; returns within the timeout.
@@ -157,12 +166,6 @@ class OpikBatchSpanProcessor(SpanProcessor):
         timeout = max(0.0, timeout_millis / 1000)
         deadline = time.monotonic() + timeout
         self._deadline = deadline
-        begin_shutdown = getattr(self._exporter, "begin_shutdown", None)
-        if callable(begin_shutdown):
-            try:
-                begin_shutdown(timeout_millis)
-            except Exception:
-                LOGGER.warning("Preparing the span exporter for shutdown failed.", exc_info=True)
         if self._queue:
             self._start_worker()
         worker = self._worker
@@ -192,6 +195,11 @@ class OpikBatchSpanProcessor(SpanProcessor):
     @property
     def span_exporter(self) -> SpanExporter:
         return self._exporter
+
+    @property
+    def is_shut_down(self) -> bool:
+        """Whether :meth:`shutdown` was called."""
+        return self._shutdown
 
     @property
     def max_queue_size(self) -> int:

@@ -6,25 +6,18 @@ row that is still too large has its largest values cut, with a marker saying how
 Ids, names and ``opik.*`` linkage are never cut.
 """
 
-import copy
 import json
-import math
-import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from .sizing import PROTECTED_ATTRIBUTES, truncation_marker
+from .jsontext import dump_json
+from .sizing import truncate_rows_document, truncate_spans_request
 
-SPANS = "otlp"
+SPANS = "spans"
 TRACES = "traces"
 
-_ROW_TRUNCATABLE_FIELDS = ("input", "output", "metadata", "error_info")
-_MAX_JSON_DEPTH = 64
-_MARKER_AT_END = re.compile(
-    re.escape(truncation_marker(0).encode("utf-8")).replace(b"0", rb"(\d+)") + rb"\Z", re.DOTALL
-).search
 
 
 class Payload:
@@ -78,16 +71,26 @@ class Payload:
             Payload(TRACES, message={**message, "traces": rows[middle:]}),
         )
 
+    def item_count(self) -> int:
+        """Spans or trace rows in this payload (0 when it cannot be parsed)."""
+        message = self._parsed()
+        if message is None:
+            return 0
+        if self.kind == SPANS:
+            return sum(len(scope.spans) for resource in message.resource_spans for scope in resource.scope_spans)
+        return len(message["traces"])
+
     def truncated(self, max_bytes: int) -> Optional["Payload"]:
         """A copy of a one-item payload whose largest values are cut to fit
         ``max_bytes``; None when there is nothing to cut."""
         message = self._parsed()
         if message is None:
             return None
+        smaller: Any
         if self.kind == SPANS:
-            smaller = _truncate_spans_request(message, max_bytes)
+            smaller = truncate_spans_request(message, max_bytes)
         else:
-            smaller = _truncate_rows_document(message, max_bytes)
+            smaller = truncate_rows_document(message, max_bytes)
         return None if smaller is None else Payload(self.kind, message=smaller)
 
 
@@ -118,163 +121,3 @@ def _split_spans_request(request: ExportTraceServiceRequest) -> Optional[Tuple[E
                     scope_copies[half] = scope_copy
                 scope_copies[half].spans.add().CopyFrom(span)
     return halves
-
-
-def _truncate_spans_request(request: ExportTraceServiceRequest, max_bytes: int) -> Optional[ExportTraceServiceRequest]:
-    """Cut the largest string/bytes attribute values (span and event attributes, nested
-    ones included) of a request, largest first, until it fits ``max_bytes``.
-
-    Names, ids, links and the Opik linkage attributes are never touched. Each cut value
-    ends with :func:`~opik_otel.sizing.truncation_marker`.
-    """
-    result = ExportTraceServiceRequest()
-    result.CopyFrom(request)
-    excess = result.ByteSize() - max_bytes
-    if excess <= 0:
-        return None
-    leaves: List[Tuple[int, Any, bool]] = []
-    for resource in result.resource_spans:
-        for scope in resource.scope_spans:
-            for span in scope.spans:
-                for pair in span.attributes:
-                    if pair.key not in PROTECTED_ATTRIBUTES:
-                        _collect_any_leaves(pair.value, leaves, 0)
-                for event in span.events:
-                    for pair in event.attributes:
-                        if pair.key not in PROTECTED_ATTRIBUTES:
-                            _collect_any_leaves(pair.value, leaves, 0)
-    changed = False
-    for _size, value, is_text in sorted(leaves, key=lambda leaf: leaf[0], reverse=True):
-        if excess <= 0:
-            break
-        original = value.string_value.encode("utf-8") if is_text else value.bytes_value
-        cut = _cut_bytes(original, excess, is_text)
-        if cut is None:
-            continue
-        head, saved = cut
-        if is_text:
-            value.string_value = head.decode("utf-8")
-        else:
-            value.bytes_value = head
-        excess -= saved
-        changed = True
-    return result if changed else None
-
-
-def _collect_any_leaves(value: Any, leaves: List[Tuple[int, Any, bool]], depth: int) -> None:
-    kind = value.WhichOneof("value")
-    if kind == "string_value":
-        leaves.append((len(value.string_value), value, True))
-    elif kind == "bytes_value":
-        leaves.append((len(value.bytes_value), value, False))
-    elif depth < _MAX_JSON_DEPTH and kind == "array_value":
-        for item in value.array_value.values:
-            _collect_any_leaves(item, leaves, depth + 1)
-    elif depth < _MAX_JSON_DEPTH and kind == "kvlist_value":
-        for pair in value.kvlist_value.values:
-            _collect_any_leaves(pair.value, leaves, depth + 1)
-
-
-def _cut_bytes(original: bytes, excess: int, is_text: bool) -> Optional[Tuple[bytes, int]]:
-    """``original`` cut to save about ``excess`` bytes, marker included, and the bytes
-    saved for sure; None when cutting would not save anything.
-
-    A value cut before (a 413 answered to an already truncated span) keeps one marker
-    that counts everything cut from the original value.
-    """
-    content, previously = _strip_marker(original)
-    marker_budget = len(truncation_marker(previously + len(content)).encode("utf-8"))
-    keep = min(len(content), max(0, len(original) - excess - marker_budget))
-    if is_text:
-        while keep > 0 and keep < len(content) and content[keep] & 0xC0 == 0x80:
-            keep -= 1  # never split a UTF-8 character
-    marker = truncation_marker(previously + len(content) - keep).encode("utf-8")
-    saved = len(original) - keep - len(marker)
-    if saved <= 0:
-        return None
-    return content[:keep] + marker, saved
-
-
-def _strip_marker(value: bytes) -> Tuple[bytes, int]:
-    """``value`` without a truncation marker at its end, and the bytes that marker counts."""
-    match = _MARKER_AT_END(value)
-    if match is None:
-        return value, 0
-    return value[: match.start()], int(match.group(1))
-
-
-def _truncate_rows_document(document: Mapping[str, Any], max_bytes: int) -> Optional[Dict[str, Any]]:
-    """Cut the largest strings of a single trace row's input, output, metadata and
-    error info until the JSON body fits ``max_bytes``; ids, name and times are kept."""
-    rows = document.get("traces")
-    if not isinstance(rows, list) or len(rows) != 1 or not isinstance(rows[0], dict):
-        return None
-    result = {**document, "traces": [copy.deepcopy(rows[0])]}
-    row = result["traces"][0]
-    size = len(dump_json(result).encode("utf-8"))
-    if size <= max_bytes:
-        return None
-    changed = False
-    for _round in range(3):
-        leaves: List[Tuple[Any, Any, str]] = []
-        for field in _ROW_TRUNCATABLE_FIELDS:
-            if field in row:
-                _collect_json_leaves(row, field, leaves, 0)
-        for container, key, text in sorted(leaves, key=lambda leaf: len(leaf[2]), reverse=True):
-            excess = size - max_bytes
-            if excess <= 0:
-                return result
-            content_bytes, previously = _strip_marker(text.encode("utf-8", "surrogatepass"))
-            content = content_bytes.decode("utf-8", "surrogatepass")
-            encoded = len(json.dumps(text))
-            marker_budget = len(json.dumps(truncation_marker(previously + len(content_bytes))))
-            if encoded <= marker_budget + 2:
-                continue
-            # Escapes make a character cost more than one byte; cut in proportion.
-            keep = min(len(content), max(0, int(len(text) * (encoded - excess - marker_budget) / encoded)))
-            if keep >= len(content) and not previously:
-                continue
-            cut = content[keep:].encode("utf-8", "surrogatepass")
-            container[key] = content[:keep] + truncation_marker(previously + len(cut))
-            changed = True
-            size = len(dump_json(result).encode("utf-8"))
-        if size <= max_bytes:
-            break
-    return result if changed else None
-
-
-def _collect_json_leaves(container: Any, key: Any, leaves: List[Tuple[Any, Any, str]], depth: int) -> None:
-    value = container[key]
-    if isinstance(value, str):
-        leaves.append((container, key, value))
-    elif depth < _MAX_JSON_DEPTH and isinstance(value, dict):
-        for inner in list(value):
-            _collect_json_leaves(value, inner, leaves, depth + 1)
-    elif depth < _MAX_JSON_DEPTH and isinstance(value, list):
-        for index in range(len(value)):
-            _collect_json_leaves(value, index, leaves, depth + 1)
-
-
-def dump_json(document: Any) -> str:
-    """JSON Opik's Java backend parses: no NaN/Infinity, anything odd as a string."""
-    try:
-        return json.dumps(document, allow_nan=False, default=str)
-    except (ValueError, TypeError, RecursionError):
-        return json.dumps(_json_safe(document, 0), allow_nan=False, default=str)
-
-
-def _json_safe(value: Any, depth: int) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if depth >= _MAX_JSON_DEPTH:
-        return str(value)
-    if isinstance(value, dict):
-        return {str(key): _json_safe(item, depth + 1) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(item, depth + 1) for item in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
-
-
-# --- making spans sendable ------------------------------------------------------------

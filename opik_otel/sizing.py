@@ -1,49 +1,28 @@
-"""Make batches fit under Opik's request size limit (HTTP 413, contract §1).
+"""Making one span or trace row fit under a request size limit (HTTP 413, contract §1).
 
-Two tools for the exporter: halve a batch that is too large, and shrink a single span that is too
-large on its own by truncating its biggest attribute values (base64 images, long documents).
-Sizes are measured as the OTLP protobuf encoding of the spans, before any gzip.
+When splitting a request cannot help (it holds one span or one trace row), its largest
+values are cut, largest first, each just enough, with a marker saying how much went:
+strings and bytes keep their beginning; values of any other type that are still too
+large (arrays of numbers, many short strings, maps) are replaced by the marker as a
+whole. Names, ids, links and the Opik linkage attributes are never touched.
 """
 
-from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+import copy
+import json
+import re
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from opik_otel.attributes import OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
-from opik_otel.spans import copy_span
-
-T = TypeVar("T")
+from .attributes import OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
+from .jsontext import dump_json
 
 # Opik needs these verbatim to place the span; a truncated id would orphan it.
 PROTECTED_ATTRIBUTES = frozenset({OPIK_TRACE_ID, OPIK_SPAN_ID, OPIK_PARENT_SPAN_ID})
 
 _MARKER = "…[truncated {} bytes by opik_otel]"
-
-# A location of one string/bytes leaf: which attribute set (None = the span's own, an int = that
-# event's), the attribute key, then indices/keys into nested sequences and mappings.
-_Path = Tuple[Any, ...]
-_Leaf = Union[str, bytes]
-
-
-def split_in_halves(items: Sequence[T]) -> Tuple[List[T], List[T]]:
-    """Split ``items`` into two halves, keeping order; the first half gets the odd item.
-
-    A single item comes back as ``([item], [])``: a caller that still gets 413 for one span has to
-    truncate it (:func:`truncate_span`) rather than split further.
-    """
-    middle = (len(items) + 1) // 2
-    return list(items[:middle]), list(items[middle:])
-
-
-def encoded_size(spans: Iterable[ReadableSpan]) -> int:
-    """Size in bytes of ``spans`` encoded as one OTLP ``ExportTraceServiceRequest`` protobuf."""
-    batch = list(spans)
-    if not batch:
-        return 0
-    return encode_spans(batch).ByteSize()
+_ROW_TRUNCATABLE_FIELDS = ("input", "output", "metadata", "error_info")
+_MAX_JSON_DEPTH = 64
 
 
 def truncation_marker(dropped_bytes: int) -> str:
@@ -51,138 +30,171 @@ def truncation_marker(dropped_bytes: int) -> str:
     return _MARKER.format(dropped_bytes)
 
 
-@dataclass
-class _Candidate:
-    path: _Path
-    original: bytes
-    is_text: bool
+_MARKER_AT_END = re.compile(
+    re.escape(truncation_marker(0).encode("utf-8")).replace(b"0", rb"(\d+)") + rb"\Z", re.DOTALL
+).search
 
 
-def truncate_span(span: ReadableSpan, max_bytes: int) -> ReadableSpan:
-    """A copy of ``span`` whose largest string/bytes attribute values are cut until it fits.
+def truncate_spans_request(request: ExportTraceServiceRequest, max_bytes: int) -> Optional[ExportTraceServiceRequest]:
+    """A copy of ``request`` cut until it fits ``max_bytes``, or ``None`` when nothing
+    could be cut.
 
-    Values of the span's attributes and of its events' attributes, including strings inside
-    sequences and mappings, are truncated largest first, each just enough, until the encoded size
-    (:func:`encoded_size`) is at most ``max_bytes``, or every value is down to its marker (then the
-    result is as small as truncation can make it and may still exceed ``max_bytes``). Each cut
-    value ends with :func:`truncation_marker`. The name, ids, parent, Opik linkage attributes
-    (:data:`PROTECTED_ATTRIBUTES`), links, resource and scope are never changed. Strings are cut on
-    a UTF-8 character boundary. ``span`` itself is returned when it already fits.
+    First the largest string/bytes values (span and event attributes, nested ones
+    included) lose their end, largest first; if that is not enough, whole attribute
+    values of any type (arrays of numbers, many short strings, maps) are replaced by a
+    marker, largest first. Each cut value ends with :func:`truncation_marker`.
     """
-    size = encoded_size([span])
-    if size <= max_bytes:
-        return span
-    candidates = _collect_candidates(span)
-    # Every cut shrinks the value and hence every enclosing length prefix, so the saving counted
-    # here is a lower bound of the real one: once the estimate fits, the span fits, and the span is
-    # encoded only twice however many values get cut.
-    excess = size - max_bytes
-    replacements: Dict[_Path, _Leaf] = {}
-    for candidate in sorted(candidates, key=lambda c: len(c.original), reverse=True):
+    result = ExportTraceServiceRequest()
+    result.CopyFrom(request)
+    excess = result.ByteSize() - max_bytes
+    if excess <= 0:
+        return None
+    values = _attribute_values(result)
+    leaves: List[Tuple[int, Any, bool]] = []
+    for value in values:
+        _collect_any_leaves(value, leaves, 0)
+    changed = False
+    for _size, value, is_text in sorted(leaves, key=lambda leaf: leaf[0], reverse=True):
         if excess <= 0:
             break
-        cut = _cut(candidate, excess)
+        original = value.string_value.encode("utf-8") if is_text else value.bytes_value
+        cut = _cut_bytes(original, excess, is_text)
         if cut is None:
             continue
-        value, saved = cut
-        replacements[candidate.path] = value
+        head, saved = cut
+        if is_text:
+            value.string_value = head.decode("utf-8")
+        else:
+            value.bytes_value = head
         excess -= saved
-    if not replacements:
-        return span
-    return _rebuild(span, replacements)
+        changed = True
+    if excess > 0:
+        excess, replaced = _replace_whole_values(values, excess)
+        changed = changed or replaced
+    return result if changed else None
 
 
-def _collect_candidates(span: ReadableSpan) -> List[_Candidate]:
-    found: List[_Candidate] = []
-    for key, value in (span.attributes or {}).items():
-        if key not in PROTECTED_ATTRIBUTES:
-            _collect_leaves((None, key), value, found)
-    for index, event in enumerate(span.events):
-        for key, value in (event.attributes or {}).items():
-            if key not in PROTECTED_ATTRIBUTES:
-                _collect_leaves((index, key), value, found)
+def _attribute_values(request: ExportTraceServiceRequest) -> List[Any]:
+    """The ``AnyValue`` of every span and event attribute that may be cut."""
+    found: List[Any] = []
+    for resource in request.resource_spans:
+        for scope in resource.scope_spans:
+            for span in scope.spans:
+                found.extend(pair.value for pair in span.attributes if pair.key not in PROTECTED_ATTRIBUTES)
+                for event in span.events:
+                    found.extend(pair.value for pair in event.attributes if pair.key not in PROTECTED_ATTRIBUTES)
     return found
 
 
-def _collect_leaves(path: _Path, value: Any, found: List[_Candidate]) -> None:
-    if isinstance(value, str):
-        found.append(_Candidate(path, value.encode("utf-8", "surrogatepass"), True))
-    elif isinstance(value, bytes):
-        found.append(_Candidate(path, value, False))
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            _collect_leaves(path + (key,), item, found)
-    elif isinstance(value, Sequence):
-        for index, item in enumerate(value):
-            _collect_leaves(path + (index,), item, found)
+def _replace_whole_values(values: List[Any], excess: int) -> Tuple[int, bool]:
+    """Replace the largest values by a marker until ``excess`` bytes are saved."""
+    replaced = False
+    # Strings and bytes were cut already, keeping their beginning; the rest goes whole.
+    others = [value for value in values if value.WhichOneof("value") not in ("string_value", "bytes_value")]
+    for size, value in sorted(((value.ByteSize(), value) for value in others), key=lambda item: item[0], reverse=True):
+        if excess <= 0:
+            break
+        marker = truncation_marker(size)
+        # A varint length prefix of the value shrinks too; not counting it keeps the estimate safe.
+        saved = size - len(marker.encode("utf-8")) - 2
+        if saved <= 0:
+            break
+        value.Clear()
+        value.string_value = marker
+        excess -= saved
+        replaced = True
+    return excess, replaced
 
 
-def _cut(candidate: _Candidate, excess: int) -> Optional[Tuple[_Leaf, int]]:
-    """The truncated value saving about ``excess`` bytes, and the bytes it saves for sure."""
-    original = candidate.original
-    # The marker's own length depends on the number it shows; the longest possible one keeps the
-    # saving estimate conservative.
-    marker_budget = len(truncation_marker(len(original)).encode("utf-8"))
-    keep = max(0, len(original) - excess - marker_budget)
-    if candidate.is_text:
-        # Never split a multi-byte character: back up to the start of the one being cut.
-        while keep > 0 and original[keep] & 0xC0 == 0x80:
-            keep -= 1
-    marker = truncation_marker(len(original) - keep).encode("utf-8")
+def _collect_any_leaves(value: Any, leaves: List[Tuple[int, Any, bool]], depth: int) -> None:
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        leaves.append((len(value.string_value), value, True))
+    elif kind == "bytes_value":
+        leaves.append((len(value.bytes_value), value, False))
+    elif depth < _MAX_JSON_DEPTH and kind == "array_value":
+        for item in value.array_value.values:
+            _collect_any_leaves(item, leaves, depth + 1)
+    elif depth < _MAX_JSON_DEPTH and kind == "kvlist_value":
+        for pair in value.kvlist_value.values:
+            _collect_any_leaves(pair.value, leaves, depth + 1)
+
+
+def _cut_bytes(original: bytes, excess: int, is_text: bool) -> Optional[Tuple[bytes, int]]:
+    """``original`` cut to save about ``excess`` bytes, marker included, and the bytes
+    saved for sure; None when cutting would not save anything.
+
+    A value cut before (a 413 answered to an already truncated span) keeps one marker
+    that counts everything cut from the original value.
+    """
+    content, previously = _strip_marker(original)
+    marker_budget = len(truncation_marker(previously + len(content)).encode("utf-8"))
+    keep = min(len(content), max(0, len(original) - excess - marker_budget))
+    if is_text:
+        while keep > 0 and keep < len(content) and content[keep] & 0xC0 == 0x80:
+            keep -= 1  # never split a UTF-8 character
+    marker = truncation_marker(previously + len(content) - keep).encode("utf-8")
     saved = len(original) - keep - len(marker)
     if saved <= 0:
         return None
-    head = original[:keep] + marker
-    if candidate.is_text:
-        return head.decode("utf-8", "surrogatepass"), saved
-    return head, saved
+    return content[:keep] + marker, saved
 
 
-def _rebuild(span: ReadableSpan, replacements: Mapping[_Path, _Leaf]) -> ReadableSpan:
-    by_owner: Dict[Any, Dict[_Path, _Leaf]] = {}
-    for path, value in replacements.items():
-        by_owner.setdefault(path[0], {})[path[1:]] = value
-
-    attributes = None
-    if None in by_owner:
-        attributes = _copy_attributes(
-            span.attributes, by_owner[None], span.dropped_attributes
-        )
-    events: Sequence[Event] = list(span.events)
-    for index, event in enumerate(span.events):
-        if index in by_owner:
-            events[index] = Event(  # type: ignore[index]
-                event.name,
-                _copy_attributes(event.attributes, by_owner[index], event.dropped_attributes),
-                event.timestamp,
-            )
-    return copy_span(span, attributes=attributes, events=events)
+def _strip_marker(value: bytes) -> Tuple[bytes, int]:
+    """``value`` without a truncation marker at its end, and the bytes that marker counts."""
+    match = _MARKER_AT_END(value)
+    if match is None:
+        return value, 0
+    return value[: match.start()], int(match.group(1))
 
 
-def _copy_attributes(
-    attributes: Optional[Mapping[str, Any]],
-    replacements: Mapping[_Path, _Leaf],
-    dropped: int,
-) -> BoundedAttributes:
-    values = dict(attributes or {})
-    for path, leaf in replacements.items():
-        key, rest = path[0], path[1:]
-        values[key] = _replace_at(values[key], rest, leaf)
-    copy = BoundedAttributes(attributes=values, immutable=True)
-    # The exporter reports how many attributes the SDK dropped; a copy must not reset that.
-    copy.dropped = dropped
-    return copy
+def truncate_rows_document(document: Mapping[str, Any], max_bytes: int) -> Optional[Dict[str, Any]]:
+    """Cut the largest strings of a single trace row's input, output, metadata and
+    error info until the JSON body fits ``max_bytes``; ids, name and times are kept."""
+    rows = document.get("traces")
+    if not isinstance(rows, list) or len(rows) != 1 or not isinstance(rows[0], dict):
+        return None
+    result = {**document, "traces": [copy.deepcopy(rows[0])]}
+    row = result["traces"][0]
+    size = len(dump_json(result).encode("utf-8"))
+    if size <= max_bytes:
+        return None
+    changed = False
+    for _round in range(3):
+        leaves: List[Tuple[Any, Any, str]] = []
+        for field in _ROW_TRUNCATABLE_FIELDS:
+            if field in row:
+                _collect_json_leaves(row, field, leaves, 0)
+        for container, key, text in sorted(leaves, key=lambda leaf: len(leaf[2]), reverse=True):
+            excess = size - max_bytes
+            if excess <= 0:
+                return result
+            content_bytes, previously = _strip_marker(text.encode("utf-8", "surrogatepass"))
+            content = content_bytes.decode("utf-8", "surrogatepass")
+            encoded = len(json.dumps(text))
+            marker_budget = len(json.dumps(truncation_marker(previously + len(content_bytes))))
+            if encoded <= marker_budget + 2:
+                continue
+            # Escapes make a character cost more than one byte; cut in proportion.
+            keep = min(len(content), max(0, int(len(text) * (encoded - excess - marker_budget) / encoded)))
+            if keep >= len(content) and not previously:
+                continue
+            cut = content[keep:].encode("utf-8", "surrogatepass")
+            container[key] = content[:keep] + truncation_marker(previously + len(cut))
+            changed = True
+            size = len(dump_json(result).encode("utf-8"))
+        if size <= max_bytes:
+            break
+    return result if changed else None
 
 
-def _replace_at(value: Any, path: _Path, leaf: _Leaf) -> Any:
-    if not path:
-        return leaf
-    head, rest = path[0], path[1:]
-    if isinstance(value, Mapping):
-        updated = dict(value)
-        updated[head] = _replace_at(value[head], rest, leaf)
-        return updated
-    items = list(value)
-    items[head] = _replace_at(items[head], rest, leaf)
-    return tuple(items)
-
+def _collect_json_leaves(container: Any, key: Any, leaves: List[Tuple[Any, Any, str]], depth: int) -> None:
+    value = container[key]
+    if isinstance(value, str):
+        leaves.append((container, key, value))
+    elif depth < _MAX_JSON_DEPTH and isinstance(value, dict):
+        for inner in list(value):
+            _collect_json_leaves(value, inner, leaves, depth + 1)
+    elif depth < _MAX_JSON_DEPTH and isinstance(value, list):
+        for index in range(len(value)):
+            _collect_json_leaves(value, index, leaves, depth + 1)

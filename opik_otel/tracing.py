@@ -1,7 +1,6 @@
 """``configure()``: OTel tracing that lands in Opik, in one call."""
 
-import time
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -23,13 +22,23 @@ LOGGER = get_logger(__name__)
 
 
 class OpikTracing:
-    """What :func:`configure` set up: flush or shut it down, or reach its parts."""
+    """What :func:`configure` set up: flush or shut it down, or reach its parts.
+
+    Attributes:
+        tracer_provider: the provider the pipeline is attached to.
+        exporter: the :class:`~opik_otel.OpikExporter` (with ``OPIK_TRACK_DISABLE``
+            one that drops everything).
+        span_processor: the :class:`~opik_otel.batching.OpikBatchSpanProcessor`
+            feeding it (with ``OPIK_TRACK_DISABLE`` one attached to nothing).
+        linkage_processor: the :class:`~opik_otel.OpikSpanProcessor`, or ``None``
+            when tracking is disabled.
+    """
 
     def __init__(
         self,
         tracer_provider: TracerProvider,
-        exporter: Optional[OpikExporter],
-        span_processor: Optional[OpikBatchSpanProcessor],
+        exporter: OpikExporter,
+        span_processor: OpikBatchSpanProcessor,
         linkage_processor: Optional[OpikSpanProcessor] = None,
     ) -> None:
         self.tracer_provider = tracer_provider
@@ -37,24 +46,23 @@ class OpikTracing:
         self.span_processor = span_processor
         self.linkage_processor = linkage_processor
 
+    @property
+    def stats(self) -> Dict[str, int]:
+        """The batching processor's and the exporter's counters, in one mapping."""
+        return {**self.span_processor.stats, **self.exporter.stats}
+
     def __repr__(self) -> str:
         return f"OpikTracing(exporter={self.exporter!r})"
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Export every finished span now and wait until Opik has it, at most
-        ``timeout_millis`` in all.
+        """Export every finished span now and wait until Opik accepted it (and what
+        earlier runs left queued), at most ``timeout_millis`` in all.
 
         Returns ``False`` when time ran out (for instance while Opik is down: the spans
-        are then in the spool, and replayed once Opik answers).
+        then wait in the queue, and are delivered once Opik answers).
         """
-        if self.span_processor is None or self.exporter is None:
-            return True
-        deadline = time.monotonic() + max(0.0, timeout_millis / 1000)
         try:
-            if not self.span_processor.force_flush(timeout_millis):
-                return False
-            remaining = max(0.0, (deadline - time.monotonic()) * 1000)
-            return self.exporter.force_flush(int(remaining))
+            return self.span_processor.force_flush(timeout_millis)
         except Exception:
             LOGGER.warning("Flushing spans to Opik failed.", exc_info=True)
             return False
@@ -62,8 +70,6 @@ class OpikTracing:
     def shutdown(self, timeout_millis: int = 30000) -> None:
         """Export what is queued, then stop, within ``timeout_millis``; spans that
         could not be sent stay spooled on disk for the next run."""
-        if self.span_processor is None:
-            return
         if self.linkage_processor is not None:
             # No exporter will write the rows of traces minted from now on.
             self.linkage_processor.shutdown()
@@ -132,23 +138,51 @@ def configure(
         **exporter_options,
     )
     provider = tracer_provider or _global_sdk_provider()
+
+    def batching() -> OpikBatchSpanProcessor:
+        return OpikBatchSpanProcessor(
+            exporter,
+            max_queue_size=max_queue_size,
+            schedule_delay_millis=schedule_delay_millis,
+            max_export_batch_size=max_export_batch_size,
+            exit_timeout_millis=exit_timeout_millis,
+        )
+
     if exporter.config.track_disable:
         LOGGER.info("OPIK_TRACK_DISABLE is set: spans are not sent to Opik.")
+        # Working parts attached to nothing: the documented attributes keep working.
+        return OpikTracing(provider, exporter, batching())
+    existing = _existing_pipeline(provider)
+    if existing is not None:
         exporter.shutdown(0)
-        return OpikTracing(provider, None, None)
+        LOGGER.warning(
+            "configure() was already called for this TracerProvider: the first pipeline is reused and "
+            "the settings of this call are ignored (shut the first one down to configure anew)."
+        )
+        return existing
 
     linkage = OpikSpanProcessor(mint_root_ids=mint_root_ids, exporter=exporter)
     provider.add_span_processor(linkage)
-    batch = OpikBatchSpanProcessor(
-        exporter,
-        max_queue_size=max_queue_size,
-        schedule_delay_millis=schedule_delay_millis,
-        max_export_batch_size=max_export_batch_size,
-        exit_timeout_millis=exit_timeout_millis,
-    )
+    batch = batching()
     provider.add_span_processor(batch)
     # The processor flushes at exit (bounded by exit_timeout_millis) by itself.
     return OpikTracing(provider, exporter, batch, linkage)
+
+
+def _existing_pipeline(provider: TracerProvider) -> Optional[OpikTracing]:
+    """The live pipeline an earlier configure() attached to ``provider``, if any."""
+    processors = getattr(getattr(provider, "_active_span_processor", None), "_span_processors", ())
+    linkage = None
+    for processor in processors:
+        if isinstance(processor, OpikSpanProcessor):
+            linkage = processor
+        if (
+            isinstance(processor, OpikBatchSpanProcessor)
+            and isinstance(processor.span_exporter, OpikExporter)
+            and not processor.is_shut_down
+        ):
+            return OpikTracing(provider, processor.span_exporter, processor, linkage)
+    return None
 
 
 def _global_sdk_provider() -> TracerProvider:

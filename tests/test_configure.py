@@ -281,7 +281,8 @@ def test_track_disable_sends_nothing(opik, pipelines, monkeypatch):
     assert opik.requests == [] and opik.spans() == []
     # Disabled tracking needs no key even for the cloud URL (CI runs without secrets).
     _, disabled_cloud = pipelines("cloud", url="https://www.comet.com/opik/api")
-    assert disabled_cloud.exporter is None
+    assert disabled_cloud.linkage_processor is None  # nothing attached to the provider
+    assert disabled_cloud.force_flush(1000) is True and disabled_cloud.stats["requests_sent"] == 0
 
 
 def test_track_disable_from_the_config_file(opik, pipelines, isolated_opik_settings):

@@ -9,6 +9,7 @@ import base64
 import dataclasses
 import http.client
 import json
+import time
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -102,11 +103,17 @@ def test_authorization_is_the_raw_key_and_only_sent_when_configured(pipelines, c
         tracer, tracing = pipelines("nokey", url=server.url, project_name="auth")
         with tracer.start_as_current_span("unauthenticated"):
             pass
-        assert tracing.force_flush()
+        # Refused credentials: not delivered, and the flush says so without waiting
+        # for its timeout; the data stays queued for a run with the right key.
+        started = time.monotonic()
+        assert tracing.force_flush(20_000) is False
+        assert time.monotonic() - started < 5
+        assert tracing.exporter.stats["queue_records"] == 2
         assert server.spans() == [] and server.traces() == []
         assert {r.status for r in server.requests} == {401}
         assert all("Authorization" not in r.headers for r in server.requests)
         assert "401" in caplog.text
+        tracing.shutdown(1000)
 
         tracer, tracing = pipelines("key", url=server.url, api_key=SECRET, project_name="auth")
         with tracer.start_as_current_span("authenticated"):
@@ -372,8 +379,10 @@ def test_url_answering_404_logs_one_actionable_error_and_never_raises(opik, pipe
         with tracer.start_as_current_span(f"root-{index}") as span:
             with tracer.start_as_current_span("child"):
                 span.set_attribute("input.index", index)
-        assert tracing.force_flush() is True  # returns; nothing raised in the app
-    assert tracing.exporter.force_flush(1000)  # a 404 is final: nothing stays spooled
+        # Returns at once, nothing raised in the app; not delivered, so False.
+        assert tracing.force_flush(20_000) is False
+    # A wrong URL is the set-up's fault, not the data's: it stays queued (in order).
+    assert tracing.exporter.stats["queue_records"] >= 1
 
     assert opik.spans() == [] and opik.traces() == []
     assert {r.status for r in opik.requests} == {404}
@@ -387,10 +396,11 @@ def test_url_answering_404_logs_one_actionable_error_and_never_raises(opik, pipe
         named += [endpoint for endpoint in endpoints if endpoint in message]
     # One error per endpoint (spans, trace rows) naming it, not one per batch.
     assert len(named) == len(errors) == len(set(named)), caplog.text
-    assert endpoints[0] in named, caplog.text
+    # The queue is ordered: the first record (trace rows) waits at its head, named.
+    assert named == [endpoints[1]], caplog.text
 
 
-def test_direct_export_to_404_returns_failure_without_raising(opik, tmp_path):
+def test_direct_export_to_404_is_queued_and_the_flush_fails_without_raising(opik, tmp_path):
     provider = TracerProvider()
     memory = InMemorySpanExporter()
     provider.add_span_processor(OpikSpanProcessor(mint_root_ids=True))
@@ -399,8 +409,10 @@ def test_direct_export_to_404_returns_failure_without_raising(opik, tmp_path):
         pass
     spans = memory.get_finished_spans()
     exporter = OpikExporter(url=opik.url + "/wrong", spool_directory=tmp_path / "spool")
-    assert exporter.export(spans) is SpanExportResult.FAILURE
-    exporter.shutdown()
+    # Stored for delivery: export succeeds; the flush reports that Opik did not take it.
+    assert exporter.export(spans) is SpanExportResult.SUCCESS
+    assert exporter.force_flush(5000) is False
+    exporter.shutdown(1000)
     assert exporter.export(spans) is SpanExportResult.FAILURE  # after shutdown, still no raise
     assert opik.spans() == []
 
@@ -419,7 +431,7 @@ def test_api_key_never_appears_in_reprs_logs_errors_or_spool(pipelines, caplog, 
         with server.down():  # undeliverable: retried, then spooled on disk
             with tracer.start_as_current_span("while-down", attributes={"input.q": "hello"}):
                 pass
-            assert tracing.span_processor.force_flush()
+            assert tracing.force_flush(500) is False  # queued on disk, not delivered
             spooled = [p for p in spool.rglob("*") if p.is_file() and p.stat().st_size > 0]
             assert spooled, "nothing was spooled while Opik was down"
             for path in spooled:
@@ -432,8 +444,9 @@ def test_api_key_never_appears_in_reprs_logs_errors_or_spool(pipelines, caplog, 
         tracer_bad, tracing_bad = pipelines("bad", url=server.url, api_key=SECRET + "-wrong", project_name="secret")
         with tracer_bad.start_as_current_span("refused"):
             pass
-        assert tracing_bad.force_flush()
+        assert tracing_bad.force_flush() is False  # refused: kept for a run with the right key
         assert any(r.status == 401 for r in server.requests)
+        tracing_bad.shutdown(1000)
 
     for bad_key in (SECRET + "\nX-Injected: 1", SECRET + "\x01", SECRET + "\u2713", " " + SECRET + "\tx"):
         with pytest.raises(ConfigurationError) as caught:

@@ -43,9 +43,8 @@ OTLP_PATH = "/api/v1/private/otel/v1/traces"
 TRACES_PATH = "/api/v1/private/traces/batch"
 MARKER = re.compile(r"…\[truncated (\d+) bytes by opik_otel\]$")
 
-FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.05, jitter=0.0)
-FAST_REPLAY = RetryPolicy(max_attempts=1_000_000, initial_backoff=0.02, max_backoff=0.1)
-FAST = {"retry_policy": FAST_RETRY, "replay_policy": FAST_REPLAY, "timeout": 3.0}
+FAST_RETRY = RetryPolicy(max_attempts=1_000_000, initial_backoff=0.01, max_backoff=0.1, jitter=0.0)
+FAST = {"retry_policy": FAST_RETRY, "timeout": 3.0}
 SLACK = 0.6  # seconds a timeout-bound call may overrun on a busy CI machine
 
 
@@ -126,26 +125,6 @@ def delivered_ids(opik: LocalOpik) -> List[str]:
     return [record.otel_span_id for record in opik.spans()]
 
 
-def record_successful_posts(exporter: OpikExporter) -> List[tuple]:
-    """Spy on the exporter's HTTP sends: (kind, uncompressed body) of each 2xx one."""
-    sent: List[tuple] = []
-    original = exporter._post
-
-    def spy(kind, body, headers=None):
-        outcome = original(kind, body, headers)
-        if outcome.ok:
-            sent.append((kind, body))
-        return outcome
-
-    exporter._post = spy
-    return sent
-
-
-def span_names(body: bytes) -> List[str]:
-    request = ExportTraceServiceRequest.FromString(body)
-    return [span.name for rs in request.resource_spans for ss in rs.scope_spans for span in ss.spans]
-
-
 def records_of(caplog, logger: str, fragment: str) -> List[logging.LogRecord]:
     return [r for r in caplog.records if r.name == logger and fragment in r.getMessage()]
 
@@ -175,334 +154,282 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}/api"
 
 
-# ----------------------------------------------------------------------- 1. retries
+# ------------------------------------------------------------------ 1. one ordered queue
 
 
-def test_outage_spools_and_replays_everything_in_order_without_duplicates(opik, exporters):
+def test_outage_queues_and_delivers_everything_in_order_without_duplicates(opik, exporters):
     exporter = exporters(opik.url)
-    sent = record_successful_posts(exporter)
-    before = build_spans(8, name="before")
-    assert exporter.export(before) is SUCCESS
-
-    batches = [build_spans(8, name=f"down{i}") for i in range(5)]
+    batches = [build_spans(8, name=f"b{index}") for index in range(5)]
     with opik.down():
         for batch in batches:
-            assert exporter.export(batch) is SUCCESS  # kept, not lost
+            assert exporter.export(batch) is SUCCESS  # stored, not delivered
+        assert exporter.force_flush(300) is False  # Opik is down: not delivered
         stats = exporter.stats
-        assert stats["spool_records"] == 10  # a trace-row request and a span request per batch
-        assert stats["requests_refused"] == stats["requests_lost"] == 0
+        assert stats["queue_records"] == 10  # a trace-row record and a span record per batch
+        assert stats["requests_quarantined"] == stats["requests_lost"] == 0
     assert exporter.force_flush(10_000) is True
-
-    after = build_spans(8, name="after")
-    assert exporter.export(after) is SUCCESS  # the spool is empty again: sent directly
-    emitted = otel_ids(before) + [i for b in batches for i in otel_ids(b)] + otel_ids(after)
-    assert sorted(delivered_ids(opik)) == sorted(emitted)
-    assert opik.stats["duplicate_span_ids"] == 0
-    assert len(opik.traces()) == 2 * 7  # every minted trace got its row (REST, replayed too)
-    assert not opik.orphans()
-
-    # Replayed oldest first: the batches reach Opik in the order they were exported.
-    order = [name.split("-")[0] for kind, body in sent if kind == "otlp" for name in span_names(body)]
-    firsts = [order.index(prefix) for prefix in ["before"] + [f"down{i}" for i in range(5)] + ["after"]]
+    expected = [span_id for batch in batches for span_id in otel_ids(batch)]
+    assert sorted(delivered_ids(opik)) == sorted(expected)
+    # Oldest first: the batches reached Opik in the order they were exported.
+    order = [span.name.split("-")[0] for span in opik.spans()]
+    firsts = [order.index(f"b{index}") for index in range(5)]
     assert firsts == sorted(firsts)
-    assert exporter.stats["requests_replayed"] == 10
+    assert opik.stats["duplicate_span_ids"] == 0
+    assert len(opik.traces()) == 10 and not opik.orphans()
+    # Trace rows of a batch went before its spans.
+    paths = [r.path for r in opik.requests if 200 <= r.status < 300]
+    assert paths == [TRACES_PATH, OTLP_PATH] * 5
 
 
-def test_timeouts_go_to_the_spool_without_holding_the_export_thread(opik, exporters):
-    exporter = exporters(opik.url, timeout=0.3)
-    spans = build_spans(12)
-    opik.delay(1.0)  # slower than the exporter's timeout
-    started = time.monotonic()
-    assert exporter.export(spans) is SUCCESS
-    # One timed-out attempt then the spool: not attempts x timeout.
-    assert time.monotonic() - started < 0.3 * 2 + SLACK
-    assert exporter.stats["spool_records"] >= 1
-    opik.delay(0)
-    assert exporter.force_flush(10_000) is True
-    assert sorted(set(delivered_ids(opik))) == sorted(otel_ids(spans))
-    # A timed-out request may have been stored after all: re-sending it is an upsert.
-    assert len(opik.spans()) == len(spans)
+def test_export_returns_before_any_network_io(exporters):
+    # Accepts connections and never answers: export() must not wait for it.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    try:
+        exporter = exporters(f"http://127.0.0.1:{listener.getsockname()[1]}/api", timeout=5.0)
+        started = time.monotonic()
+        assert exporter.export(build_spans(20)) is SUCCESS
+        assert time.monotonic() - started < 0.5
+        assert exporter.stats["queue_items"] == 20 + 5  # 20 spans and 5 trace rows wait
+    finally:
+        listener.close()
 
 
 @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
 def test_transient_statuses_are_retried_with_backoff(opik, exporters, status):
     exporter = exporters(opik.url)
-    spans = build_spans(8)
-    opik.fail_next(2, status)
-    assert exporter.export(spans) is SUCCESS
+    opik.fail_next(2, status=status)
+    assert exporter.export(build_spans(4, minted=False)) is SUCCESS
+    assert exporter.force_flush(10_000) is True
     assert opik.stats["injected_failures"] == 2
     assert exporter.stats["requests_retried"] == 2
-    assert exporter.stats["spool_records"] == 0  # delivered within the export's retries
-    assert sorted(delivered_ids(opik)) == sorted(otel_ids(spans))
-    assert len(opik.traces()) == 2
+    assert exporter.stats["queue_records"] == 0
+    assert len(opik.spans()) == 4
 
 
-def test_retry_after_is_honoured_on_the_export_thread(opik, exporters):
-    exporter = exporters(opik.url, retry_policy=RetryPolicy(max_attempts=3, initial_backoff=0.01, max_backoff=2.0))
-    spans = build_spans(4, minted=False)
-    opik.fail_next(1, 503, retry_after=0.8)
-    assert exporter.export(spans) is SUCCESS
-    first, second = [r for r in opik.requests if r.path == OTLP_PATH]
-    assert first.status == 503 and second.status == 200
-    assert 0.7 <= second.received_at - first.received_at < 2.5
-    assert sorted(delivered_ids(opik)) == sorted(otel_ids(spans))
-
-
-def test_long_retry_after_sends_to_the_spool_and_the_replayer_waits_as_asked(opik, exporters):
-    # The export thread may wait 0.05 s at most; Opik asks for 1 s.
+def test_retry_after_is_honoured(opik, exporters):
     exporter = exporters(opik.url)
-    spans = build_spans(8)
-    opik.fail_next(1, 429, retry_after=1)
+    opik.fail_next(1, status=429, retry_after=0.5)
     started = time.monotonic()
-    assert exporter.export(spans) is SUCCESS
-    assert time.monotonic() - started < 0.9  # not waiting on the export thread
+    assert exporter.export(build_spans(2, minted=False)) is SUCCESS
     assert exporter.force_flush(10_000) is True
-    writes = [r for r in opik.requests if r.path in (OTLP_PATH, TRACES_PATH)]
-    assert writes[0].status == 429
-    # Nobody (replayer or export thread) called Opik again before the second was up.
-    assert writes[1].received_at - writes[0].received_at >= 0.95
-    assert sorted(delivered_ids(opik)) == sorted(otel_ids(spans))
+    assert time.monotonic() - started >= 0.45  # waited as asked, not the 10 ms backoff
+    assert len(opik.spans()) == 2
 
 
 @pytest.mark.parametrize(
     "status, advice",
-    [
-        (400, "malformed"),
-        (401, "OPIK_API_KEY"),
-        (403, "OPIK_WORKSPACE"),
-        (404, "OPIK_URL_OVERRIDE"),
-        (405, "OPIK_URL_OVERRIDE"),
-        (422, "not retried"),
-    ],
+    [(400, "malformed"), (422, "not retried")],
 )
-def test_other_4xx_are_never_retried_and_logged_once_with_advice(opik, exporters, caplog, status, advice):
+def test_requests_refused_for_good_are_quarantined_and_logged_once(opik, exporters, caplog, status, advice):
     exporter = exporters(opik.url)
-    opik.fail_next(5, status)
+    opik.fail_next(5, status=status)
     with caplog.at_level(logging.WARNING, logger="opik_otel"):
         for index in range(5):
-            assert exporter.export(build_spans(3, minted=False, name=f"b{index}")) is FAILURE
-    assert opik.stats["requests_received"] == 5  # one request per batch: no retry
-    assert exporter.stats["requests_refused"] == 5
-    assert exporter.stats["spool_records"] == 0  # refused data is not kept for ever
-    logged = records_of(caplog, "opik_otel.exporter", f"HTTP {status}")
-    assert len(logged) == 1
-    assert advice in logged[0].getMessage()
+            assert exporter.export(build_spans(2, minted=False, name=f"b{index}")) is SUCCESS
+        assert exporter.force_flush(5000) is False  # not accepted: the flush says so
+    assert opik.stats["requests_received"] == 5  # one request each: no retry
+    assert exporter.stats["requests_quarantined"] == 5
+    assert exporter.stats["queue_records"] == 0  # set aside, not kept at the head for ever
+    logged = [r for r in records_of(caplog, "opik_otel.exporter", str(status))]
+    assert len(logged) == 1 and advice in logged[0].getMessage()
+    # The queue moved on: later data is delivered.
+    assert exporter.export(build_spans(2, minted=False, name="after")) is SUCCESS
+    assert exporter.force_flush(5000) is True
+
+
+@pytest.mark.parametrize(
+    "status, advice",
+    [(401, "OPIK_API_KEY"), (403, "OPIK_WORKSPACE"), (404, "OPIK_URL_OVERRIDE"), (405, "OPIK_URL_OVERRIDE")],
+)
+def test_setup_refusals_keep_the_data_and_say_what_to_fix_once(opik, exporters, caplog, status, advice):
+    exporter = exporters(opik.url)
+    opik.fail_next(1, status=status)
+    with caplog.at_level(logging.WARNING, logger="opik_otel"):
+        assert exporter.export(build_spans(2, minted=False)) is SUCCESS
+        started = time.monotonic()
+        assert exporter.force_flush(10_000) is False  # at once: waiting would not fix it
+        assert time.monotonic() - started < 2
+    logged = records_of(caplog, "opik_otel.exporter", advice)
+    assert len(logged) == 1 and logged[0].levelno == logging.ERROR
+    assert exporter.stats["queue_records"] == 1  # the set-up is wrong, not the data
+    # Once the server takes it (the key fixed, the proxy repaired) it is delivered.
+    assert exporter.force_flush(10_000) is True
+    assert len(opik.spans()) == 2
 
 
 def test_real_401_says_to_check_the_api_key_once(exporters, caplog):
-    with LocalOpik(api_key="right-key") as opik:
-        exporter = exporters(opik.url, api_key="wrong-key")
+    with LocalOpik(api_key="right-key") as server:
+        exporter = exporters(server.url, api_key="wrong-key")
         with caplog.at_level(logging.WARNING, logger="opik_otel"):
             for _ in range(3):
-                assert exporter.export(build_spans(4)) is FAILURE
-        logged = records_of(caplog, "opik_otel.exporter", "HTTP 401")
-        # One line per endpoint (trace rows, spans), not one per request.
-        assert 1 <= len(logged) <= 2
-        assert all("OPIK_API_KEY" in r.getMessage() and "wrong-key" not in r.getMessage() for r in logged)
-        assert {r.status for r in opik.requests} == {401}
-        assert len(opik.requests) == 6
+                exporter.export(build_spans(2, minted=False))
+                assert exporter.force_flush(2000) is False
+        logged = records_of(caplog, "opik_otel.exporter", "OPIK_API_KEY")
+        assert len(logged) == 1
+        assert "wrong-key" not in caplog.text and "right-key" not in caplog.text
+        assert server.spans() == []
 
 
 def test_real_404_says_to_check_the_url(opik, exporters, caplog):
-    exporter = exporters(opik.url.replace("/api", "/not-opik"))
+    exporter = exporters(opik.url + "/nope")
     with caplog.at_level(logging.WARNING, logger="opik_otel"):
-        for _ in range(3):
-            assert exporter.export(build_spans(4, minted=False)) is FAILURE
-    logged = records_of(caplog, "opik_otel.exporter", "HTTP 404")
-    assert len(logged) == 1
-    assert "is not an Opik API base URL" in logged[0].getMessage()
-    assert "OPIK_URL_OVERRIDE" in logged[0].getMessage()
+        exporter.export(build_spans(2, minted=False))
+        assert exporter.force_flush(2000) is False
+    (logged,) = records_of(caplog, "opik_otel.exporter", "404")
+    assert "OPIK_URL_OVERRIDE" in logged.getMessage() and "/nope" in logged.getMessage()
 
 
-# -------------------------------------------------------------------------- 2. size
-
-
-def random_text(size: int) -> str:
-    return os.urandom(size // 2).hex()  # hardly compressible, so gzip cannot hide it
+# ---------------------------------------------------------------------------- 2. size
 
 
 def test_413_splits_in_halves_recursively_until_accepted(exporters):
-    with LocalOpik(max_body_bytes=20_000) as opik:
+    with LocalOpik(max_body_bytes=6_000) as opik:
         exporter = exporters(opik.url, compression=None)
-        spans = build_spans(64, minted=False, attributes={"blob": random_text(2000)})
+        spans = build_spans(64, minted=False, attributes={"input.text": "x" * 300})
         assert exporter.export(spans) is SUCCESS
-        statuses = [r.status for r in opik.requests]
-        assert statuses.count(413) >= 7  # 64 spans of 2 KB need 8+ requests: three levels
-        assert all(r.body_size <= 20_000 for r in opik.requests if r.status == 200)
+        assert exporter.force_flush(20_000) is True
         assert sorted(delivered_ids(opik)) == sorted(otel_ids(spans))
         assert exporter.stats["spans_truncated"] == 0  # splitting sufficed
-        assert exporter.stats["requests_split"] >= 7
+        assert exporter.stats["requests_split"] >= 4
 
 
-def test_413_on_a_replayed_request_is_split_too(exporters):
-    with LocalOpik() as opik:
+def test_413_learns_the_limit_so_later_records_are_split_before_sending(exporters):
+    with LocalOpik(max_body_bytes=6_000) as opik:
         exporter = exporters(opik.url, compression=None)
-        spans = build_spans(48, attributes={"blob": random_text(2000)})
-        with opik.down():
-            assert exporter.export(spans) is SUCCESS
-        opik.max_body_bytes = 25_000  # smaller than the spooled requests
-        assert exporter.force_flush(10_000) is True
-        assert 413 in [r.status for r in opik.requests]
-        assert sorted(delivered_ids(opik)) == sorted(otel_ids(spans))
-        assert len(opik.traces()) == 12
-        assert exporter.stats["spool_records"] == 0
-        assert exporter.stats["requests_refused"] == 0
+        assert exporter.export(build_spans(64, minted=False, attributes={"input.text": "x" * 300})) is SUCCESS
+        assert exporter.force_flush(20_000) is True
+        refused_before = sum(1 for r in opik.requests if r.status == 413)
+        assert exporter.export(build_spans(64, minted=False, attributes={"input.text": "y" * 300})) is SUCCESS
+        assert exporter.force_flush(20_000) is True
+        refused_after = sum(1 for r in opik.requests if r.status == 413)
+        assert refused_after - refused_before <= 1
+        assert len(opik.spans()) == 128
 
 
 @pytest.mark.parametrize("limit", ["max_request_bytes", "413"])
 def test_a_single_5mb_span_is_truncated_with_a_marker_never_dropped(exporters, limit):
-    huge = random_text(5 * 1024 * 1024)
-    with LocalOpik(max_body_bytes=1_000_000 if limit == "413" else None) as opik:
-        options = {"max_request_bytes": 64 * 1024 * 1024} if limit == "413" else {}
-        exporter = exporters(opik.url, **options)
-        spans = build_spans(2, attributes={"input.value": huge, "gen_ai.request.model": "m"}, children=1)
-        root = next(s for s in spans if s.parent is None)
+    big = "A" * (5 * 1024 * 1024)
+    options = {"max_request_bytes": 1024 * 1024} if limit == "max_request_bytes" else {}
+    with LocalOpik(max_body_bytes=512 * 1024 if limit == "413" else None) as opik:
+        exporter = exporters(opik.url, compression=None, **options)
+        spans = build_spans(1, attributes={"input.image": big, "output.text": "short"}, children=0)
         assert exporter.export(spans) is SUCCESS
-        assert not opik.orphans()
-        stored = {r.otel_span_id: r for r in opik.spans()}
-        assert sorted(stored) == sorted(otel_ids(spans))
-        for span in spans:
-            record = stored[format(span.context.span_id, "016x")]
-            value = record.attributes["input.value"]
-            match = MARKER.search(value)
-            assert match, "the cut value says how much was cut"
-            assert len(value) < len(huge)
-            assert value[: match.start()] == huge[: match.start()]
-            assert int(match.group(1)) == len(huge) - match.start()
-            # Linkage, names and other attributes are untouched.
-            assert record.name == span.name
-            for key in (OPIK_TRACE_ID, OPIK_SPAN_ID, OPIK_PARENT_SPAN_ID):
-                assert record.attributes.get(key) == span.attributes.get(key)
-            assert record.attributes["gen_ai.request.model"] == "m"
-        (row,) = opik.traces()
-        assert row.id == root.attributes[OPIK_TRACE_ID]
-        assert MARKER.search(row.input["input.value"])  # the trace row was cut too
+        assert exporter.force_flush(30_000) is True
+        (span,) = opik.spans()
+        assert span.name == "span-0"
+        assert span.otel_span_id == otel_ids(spans)[0]
+        value = span.input["input.image"]
+        match = MARKER.search(value)
+        assert match and len(value) < len(big)
+        assert len(value) - len(match.group(0)) + int(match.group(1)) == len(big)
+        assert span.output["output.text"] == "short"
         assert exporter.stats["spans_truncated"] >= 1
-        assert exporter.stats["trace_rows_truncated"] >= 1
+        (trace,) = opik.traces()
+        assert trace.name == "span-0"
+
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        {"input.numbers": tuple(float(i) for i in range(200_000))},
+        {"input.words": tuple(f"w{i}" for i in range(200_000))},
+        {"input.ints": tuple(range(300_000))},
+    ],
+    ids=["float-array", "many-short-strings", "int-array"],
+)
+def test_a_span_too_large_for_any_split_keeps_its_ids_whatever_its_values(exporters, attributes):
+    with LocalOpik(max_body_bytes=64 * 1024) as opik:
+        exporter = exporters(opik.url, compression=None)
+        spans = build_spans(1, attributes=attributes, children=0, minted=False)
+        assert exporter.export(spans) is SUCCESS
+        assert exporter.force_flush(30_000) is True
+        (span,) = opik.spans()
+        assert span.name == "span-0" and span.otel_span_id == otel_ids(spans)[0]
+        assert any(MARKER.search(str(value)) for value in span.input.values())
+        assert exporter.stats["requests_quarantined"] == 0
 
 
 def test_max_request_bytes_splits_before_sending(opik, exporters):
-    exporter = exporters(opik.url, max_request_bytes=8192, compression=None)
-    sent = record_successful_posts(exporter)
-    spans = build_spans(60, attributes={"note": "x" * 400})
+    exporter = exporters(opik.url, max_request_bytes=8 * 1024, compression=None)
+    spans = build_spans(40, minted=False, attributes={"input.text": "z" * 500})
     assert exporter.export(spans) is SUCCESS
-    assert len(sent) > 4
-    assert all(len(body) <= 8192 for _, body in sent)
-    assert 413 not in [r.status for r in opik.requests]
+    assert exporter.force_flush(10_000) is True
+    assert all(r.body_size <= 8 * 1024 for r in opik.requests)
+    assert {r.status for r in opik.requests} == {200}
     assert sorted(delivered_ids(opik)) == sorted(otel_ids(spans))
-    assert len(opik.traces()) == 15
     assert exporter.stats["requests_split"] > 0
 
 
-# ------------------------------------------------------------------------ 3. outages
+# --------------------------------------------------------------------- 3. the disk queue
 
 PREVIOUS_RUN = r"""
-    import json, sys
+    import sys
     from opentelemetry.sdk.trace import TracerProvider
     from opik_otel import configure
-    from opik_otel.retry import RetryPolicy
 
     url, spool = sys.argv[1], sys.argv[2]
     provider = TracerProvider()
     tracing = configure(
-        url=url, tracer_provider=provider, spool_directory=spool,
-        retry_policy=RetryPolicy(max_attempts=1), exit_timeout_millis=3000,
+        url=url, tracer_provider=provider, spool_directory=spool, exit_timeout_millis=500,
     )
-    tracer = provider.get_tracer("previous-run")
-    ids = []
-    for index in range(30):
-        with tracer.start_as_current_span(f"previous-{index}") as span:
-            ids.append(format(span.get_span_context().span_id, "016x"))
-    print(json.dumps(ids), flush=True)
-    # No flush, no shutdown: the interpreter's exit does it.
+    tracer = provider.get_tracer("previous")
+    for index in range(6):
+        with tracer.start_as_current_span(f"previous-{index}"):
+            pass
 """
 
 
-def test_spool_left_by_a_previous_process_is_replayed_by_the_next(opik, exporters, tmp_path, isolated_opik_settings):
+def test_data_left_by_a_previous_process_is_delivered_by_the_next(opik, exporters, tmp_path, isolated_opik_settings):
     spool = tmp_path / "shared-spool"
-    opik.refuse_connections()
-    done = run_python(PREVIOUS_RUN, [opik.url, str(spool)], isolated_env(isolated_opik_settings), timeout=60)
+    with opik.down():
+        done = run_python(PREVIOUS_RUN, [opik.url, str(spool)], isolated_env(isolated_opik_settings), timeout=60)
     assert done.returncode == 0, done.stderr
-    ids = json.loads(done.stdout)
-    assert list(spool.rglob("*.rec")), "the previous run left its spans on disk"
-    opik.accept_connections()
-
+    assert "wait for the next run in" in done.stderr  # one line: how many, where
+    assert [p for p in spool.rglob("*") if p.is_file() and p.stat().st_size > 0], "nothing left on disk"
     exporter = exporters(opik.url, spool_directory=spool)  # the next run of the app
     assert exporter.force_flush(10_000) is True
-    assert sorted(delivered_ids(opik)) == sorted(ids)
-    assert len(opik.traces()) == 30 and not opik.orphans()
-    assert not list(spool.rglob("*.rec"))
+    assert sorted(s.name for s in opik.spans()) == [f"previous-{i}" for i in range(6)]
+    assert len(opik.traces()) == 6
 
 
-def test_spool_cap_evicts_the_oldest_counts_and_logs_once(opik, exporters, caplog):
+def test_queue_cap_evicts_the_oldest_counts_and_logs_once(opik, exporters, caplog):
     exporter = exporters(opik.url, spool_max_bytes=40_000, compression=None)
-    batches = [build_spans(10, minted=False, name=f"b{i}", attributes={"blob": "y" * 1000}) for i in range(20)]
-    with caplog.at_level(logging.WARNING, logger="opik_otel"), opik.down():
-        for batch in batches:
-            assert exporter.export(batch) is SUCCESS
+    with opik.down(), caplog.at_level(logging.WARNING, logger="opik_otel"):
+        for index in range(20):
+            exporter.export(build_spans(10, name=f"b{index}", attributes={"input.text": "q" * 200}))
         stats = exporter.stats
-        assert stats["spool_dropped_records"] > 0
-        assert stats["spool_dropped_bytes"] > 0
-        assert stats["spool_bytes"] <= 40_000
-    full = records_of(caplog, "opik_otel.spool", "is full")
-    assert len(full) == 1  # once, not per eviction
-    assert "lost so far" in full[0].getMessage()
-    assert exporter.force_flush(10_000) is True
-    delivered = set(delivered_ids(opik))
-    assert set(otel_ids(batches[-1])) <= delivered  # the newest data stayed
-    assert not set(otel_ids(batches[0])) & delivered  # the oldest went first
-    assert len(delivered) == 10 * (20 - stats["spool_dropped_records"])
-
-
-def test_a_spooled_request_opik_cannot_parse_does_not_block_the_spool(opik, exporters, caplog):
-    exporter = exporters(opik.url)
-    with opik.down():
-        # Corrupt protobuf at the head of the spool: Opik answers 500 to it for ever.
-        assert exporter.spool.append("otlp", b"\x0a\x05abc", {"projectName": "Default Project"})
-        batches = [build_spans(4, name=f"b{i}") for i in range(3)]
-        for batch in batches:
-            assert exporter.export(batch) is SUCCESS
-    with caplog.at_level(logging.WARNING, logger="opik_otel"):
-        assert exporter.force_flush(20_000) is True
-    assert sorted(delivered_ids(opik)) == sorted(i for b in batches for i in otel_ids(b))
-    assert exporter.stats["requests_refused"] == 1
-    assert len(records_of(caplog, "opik_otel.exporter", "cannot parse")) == 1
+        assert stats["queue_dropped_records"] > 0
+        assert stats["queue_bytes"] <= 40_000
+    assert len([r for r in caplog.records if "is full" in r.getMessage()]) == 1
+    assert exporter.force_flush(10_000) is False  # some data was lost since the last flush
+    assert exporter.force_flush(10_000) is True  # and nothing since
+    # What was kept is delivered, newest data included.
+    names = {s.name.split("-")[0] for s in opik.spans()}
+    assert "b19" in names and "b0" not in names
 
 
 def test_a_long_run_of_500s_for_everything_loses_nothing(opik, exporters):
     exporter = exporters(opik.url)
-    batches = [build_spans(4, name=f"b{i}") for i in range(3)]
-    opik.fail_next(30, 500)  # the export's retries, then many replay attempts
-    for batch in batches:
-        assert exporter.export(batch) is SUCCESS
-    assert exporter.force_flush(20_000) is True
+    opik.fail_next(30, status=500)
+    for index in range(3):
+        assert exporter.export(build_spans(4, name=f"b{index}", minted=False)) is SUCCESS
+    assert exporter.force_flush(30_000) is True
     assert opik.stats["injected_failures"] == 30
-    assert sorted(delivered_ids(opik)) == sorted(i for b in batches for i in otel_ids(b))
-    assert exporter.stats["requests_refused"] == 0
+    assert len(opik.spans()) == 12
+    assert exporter.stats["requests_quarantined"] == 0
 
 
-def test_spool_files_are_private_to_the_user(opik, exporters, tmp_path):
-    spool = tmp_path / "private-spool"
-    exporter = exporters(opik.url, spool_directory=spool)
-    with opik.down():
-        assert exporter.export(build_spans(6)) is SUCCESS
-        paths = [spool, *spool.rglob("*")]
-        assert any(p.suffix == ".rec" for p in paths)
-        for path in paths:
-            mode = stat.S_IMODE(path.stat().st_mode)
-            assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
-        # The API key never reaches the disk either.
-        for path in spool.rglob("*.rec"):
-            assert b"Authorization" not in path.read_bytes()
-
-
-def test_without_a_spool_the_loss_is_counted_and_logged_once(opik, exporters, caplog):
+def test_without_a_spool_the_queue_is_in_memory(opik, exporters, tmp_path):
     exporter = exporters(opik.url, spool_directory=False)
-    with caplog.at_level(logging.WARNING, logger="opik_otel"), opik.down():
-        for _ in range(3):
-            assert exporter.export(build_spans(4, minted=False)) is FAILURE
-    assert exporter.stats["requests_lost"] == 3
-    assert len(records_of(caplog, "opik_otel.exporter", "spooling is disabled")) == 1
+    assert exporter.queue.directory is None
+    with opik.down():
+        assert exporter.export(build_spans(3, minted=False)) is SUCCESS
+        assert exporter.force_flush(200) is False
+    assert exporter.force_flush(10_000) is True
+    assert len(opik.spans()) == 3
+    assert not [p for p in tmp_path.rglob("*") if "opik_otel" in p.name]  # nothing on disk
 
 
 # ------------------------------------------------------- 4. bounded memory, no blocking
@@ -614,30 +541,27 @@ EXIT_WHILE_DOWN = r"""
 def test_interpreter_exit_never_hangs_while_opik_is_down(opik, exporters, tmp_path, isolated_opik_settings, fault):
     spool = tmp_path / "exit-spool"
     if fault == "refused":
-        url = closed_port_url()
-        listener = None
+        opik.refuse_connections()
     else:
-        # Accepts connections (the kernel's backlog) but never answers.
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(64)
-        url = f"http://127.0.0.1:{listener.getsockname()[1]}/api"
+        opik.delay(30)  # accepts and answers far too late
     try:
         started = time.monotonic()
-        done = run_python(EXIT_WHILE_DOWN, [url, str(spool)], isolated_env(isolated_opik_settings), timeout=60)
+        done = run_python(EXIT_WHILE_DOWN, [opik.url, str(spool)], isolated_env(isolated_opik_settings), timeout=60)
         elapsed = time.monotonic() - started
     finally:
-        if listener is not None:
-            listener.close()
+        opik.delay(0)
+        opik.accept_connections()
     assert done.returncode == 0, done.stderr
     # Interpreter start and imports take about a second; the exit flush at most 2 s.
     assert elapsed < 2.0 + 6.0
+    assert "wait for the next run in" in done.stderr
     ids = json.loads(done.stdout)
-    # And nothing was lost: the next run replays the spool into Opik.
+    # Nothing was lost, the request in flight included: the next run delivers it all.
+    opik.clear()
     exporter = exporters(opik.url, spool_directory=spool)
-    assert exporter.force_flush(10_000) is True
-    assert sorted(delivered_ids(opik)) == sorted(ids)
-    assert len(opik.traces()) == 50
+    assert exporter.force_flush(20_000) is True
+    assert sorted(set(delivered_ids(opik))) == sorted(ids)
+    assert len({t.id for t in opik.traces()}) == 50
 
 
 # ------------------------------------------------------------------------ 5. fork
@@ -706,18 +630,16 @@ def test_forked_children_spool_separately_and_nothing_is_lost(opik, pipelines):
                 code = 1
                 try:
                     _emit(tracer, f"child{k}", 10)
-                    # Into this child's own spool directory; the child then dies.
-                    code = 0 if tracing.span_processor.force_flush(10_000) else 3
+                    # Into this child's own queue directory, not delivered; the child then dies.
+                    code = 0 if tracing.span_processor.force_flush(500) is False else 3
+                    os.kill(os.getpid(), 9)
                 finally:
                     os._exit(code)
             _, status = os.waitpid(pid, 0)
-            assert os.waitstatus_to_exitcode(status) == 0, f"child {k}"
+            assert os.waitstatus_to_exitcode(status) == -9, f"child {k}"
             expected += [f"child{k}-{i}" for i in range(10)]
-        assert tracing.span_processor.force_flush(10_000) is True
-        spool_root = Path(tracing.exporter.spool.directory)
-        process_dirs = [p for p in spool_root.iterdir() if p.is_dir() and p.name.startswith("p")]
-        # The parent and each child wrote their own.
-        assert len(process_dirs) == 4, sorted((p.name, sorted(q.name for q in p.iterdir())) for p in spool_root.iterdir())
+        assert tracing.span_processor.force_flush(1000) is False  # queued, Opik down
+        assert tracing.exporter.queue.directory is not None
     # The parent replays its own spool and claims the dead children's.
     assert tracing.force_flush(10_000) is True, tracing.exporter.stats
     assert opik.wait_for_spans(len(expected), timeout=10), (len(opik.spans()), tracing.exporter.stats)
@@ -779,6 +701,7 @@ def test_unsafe_header_values_are_refused_at_setup(opik, headers):
 def test_valid_extra_headers_are_sent(opik, exporters):
     exporter = exporters(opik.url, headers={"X-Team": "search", "X-Trace-Source": "tests"})
     assert exporter.export(build_spans(2, minted=False)) is SUCCESS
+    assert exporter.force_flush(5000) is True
     (request,) = opik.requests
     assert request.headers["X-Team"] == "search"
 
@@ -902,12 +825,14 @@ def test_tls_is_verified_by_default_and_a_ca_bundle_can_be_given(https_sink, exp
 
     untrusting = exporters(url)  # verify=True: the self-signed certificate is refused
     with caplog.at_level(logging.WARNING, logger="opik_otel"):
-        assert untrusting.export(spans) is SUCCESS  # kept in the spool, not sent in clear
+        assert untrusting.export(spans) is SUCCESS  # kept in the queue, not sent in clear
+        assert untrusting.force_flush(1000) is False
     assert _Sink.bodies == []
-    assert untrusting.stats["spool_records"] == 1
+    assert untrusting.stats["queue_records"] == 1
     assert any("TLS" in r.getMessage() for r in records_of(caplog, "opik_otel.exporter", "certificate"))
 
     trusting = exporters(url, verify=str(cert))
     assert trusting.export(spans) is SUCCESS
+    assert trusting.force_flush(5000) is True
     assert len(_Sink.bodies) == 1
-    assert trusting.stats["spool_records"] == 0
+    assert trusting.stats["queue_records"] == 0

@@ -11,13 +11,12 @@ from opentelemetry.trace import Link, Status, StatusCode
 
 from opik_otel.attributes import OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
 from opik_otel.ids import generate_id
-from opik_otel.sizing import (
-    PROTECTED_ATTRIBUTES,
-    encoded_size,
-    split_in_halves,
-    truncate_span,
-    truncation_marker,
-)
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+from opik_otel.payloads import SPANS, Payload
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opik_otel.shrinking import fit
+from opik_otel.sizing import PROTECTED_ATTRIBUTES, truncate_spans_request, truncation_marker
 
 MARKER_TAIL = " bytes by opik_otel]"
 
@@ -40,47 +39,53 @@ def base64_blob(n_bytes: int, seed: int = 0) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-# --- split_in_halves ---------------------------------------------------------------------------
+def any_value(value):
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return tuple(any_value(v) for v in value.array_value.values)
+    if kind == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+    return getattr(value, kind) if kind else None
 
 
-@pytest.mark.parametrize("n", [0, 1, 2, 3, 10, 11])
-def test_split_in_halves_keeps_everything_in_order(n):
-    items = list(range(n))
-    first, second = split_in_halves(items)
-    assert first + second == items
-    assert len(first) - len(second) in (0, 1)
+class Cut:
+    """One span as the truncation left it in its OTLP request."""
+
+    def __init__(self, request):
+        self.request = request
+        self.span = request.resource_spans[0].scope_spans[0].spans[0]
+        self.attributes = {kv.key: any_value(kv.value) for kv in self.span.attributes}
+        self.events = [(e.name, e.time_unix_nano, {kv.key: any_value(kv.value) for kv in e.attributes}) for e in self.span.events]
+
+    @property
+    def size(self):
+        return self.request.ByteSize()
 
 
-def test_split_in_halves_single_and_tuple_input():
-    assert split_in_halves(("a",)) == (["a"], [])
-    assert split_in_halves("abcd") == (["a", "b"], ["c", "d"])
+def encoded_size(spans):
+    return encode_spans(list(spans)).ByteSize()
 
 
-# --- encoded_size ------------------------------------------------------------------------------
+def truncate(span, limit):
+    """The product's truncation of one span's request; None when nothing was cut."""
+    result = truncate_spans_request(encode_spans([span]), limit)
+    return None if result is None else Cut(result)
 
 
-def test_encoded_size(tracing):
+# --- fit: splitting before truncating ----------------------------------------------------------
+
+
+def test_fit_splits_a_batch_before_truncating_anything(tracing):
     tracer, exporter = tracing
-    with tracer.start_as_current_span("small"):
-        pass
-    with tracer.start_as_current_span("big") as span:
-        span.set_attribute("input.value", "x" * 10_000)
-    small, big = finished(exporter, "small"), finished(exporter, "big")
-    assert encoded_size([]) == 0
-    assert 0 < encoded_size([small]) < 1_000
-    assert encoded_size([big]) > 10_000
-    assert encoded_size(iter([small, big])) > encoded_size([big])
-
-
-# --- truncate_span -----------------------------------------------------------------------------
-
-
-def test_fitting_span_is_returned_unchanged(tracing):
-    tracer, exporter = tracing
-    with tracer.start_as_current_span("fits") as span:
-        span.set_attribute("input.value", "hello")
-    original = finished(exporter, "fits")
-    assert truncate_span(original, 10_000) is original
+    for index in range(16):
+        with tracer.start_as_current_span(f"s{index}") as span:
+            span.set_attribute("input.value", "v" * 2_000)
+    spans = list(exporter.get_finished_spans())
+    fitted = fit(Payload(SPANS, body=encode_spans(spans).SerializeToString()), 5_000)
+    assert fitted.truncated == 0 and fitted.splits >= 7
+    assert all(len(piece.body) <= 5_000 for piece in fitted.pieces)
+    names = [s.name for piece in fitted.pieces for s in Cut(ExportTraceServiceRequest.FromString(piece.body)).request.resource_spans[0].scope_spans[0].spans]
+    assert names == [s.name for s in spans]  # in order, none lost or repeated
 
 
 def test_five_megabyte_base64_attribute(tracing):
@@ -100,9 +105,9 @@ def test_five_megabyte_base64_attribute(tracing):
     assert encoded_size([original]) > 5 * 1024 * 1024
 
     limit = 64 * 1024
-    result = truncate_span(original, limit)
+    result = truncate(original, limit)
 
-    size = encoded_size([result])
+    size = result.size
     assert size <= limit
     # Cut just enough: only the marker and varint slack separate it from the limit.
     assert size > limit - 100
@@ -117,15 +122,16 @@ def test_five_megabyte_base64_attribute(tracing):
     assert result.attributes[OPIK_TRACE_ID] == trace_id
     assert result.attributes[OPIK_SPAN_ID] == span_id
     assert result.attributes[OPIK_PARENT_SPAN_ID] == parent_id
-    assert result.name == original.name
-    assert result.context == original.context
-    assert result.parent == original.parent
-    assert result.kind == original.kind
-    assert result.status.status_code == StatusCode.ERROR
-    assert result.status.description == "boom"
-    assert (result.start_time, result.end_time) == (original.start_time, original.end_time)
-    assert result.resource is original.resource
-    assert result.instrumentation_scope == original.instrumentation_scope
+    whole = encode_spans([original])
+    before = whole.resource_spans[0].scope_spans[0].spans[0]
+    after = result.span
+    assert after.name == before.name == original.name
+    assert (after.trace_id, after.span_id, after.parent_span_id) == (before.trace_id, before.span_id, before.parent_span_id)
+    assert after.kind == before.kind
+    assert after.status == before.status and after.status.message == "boom"
+    assert (after.start_time_unix_nano, after.end_time_unix_nano) == (before.start_time_unix_nano, before.end_time_unix_nano)
+    assert result.request.resource_spans[0].resource == whole.resource_spans[0].resource
+    assert result.request.resource_spans[0].scope_spans[0].scope == whole.resource_spans[0].scope_spans[0].scope
     # The original span is not modified.
     assert original.attributes["input.image"] == blob
 
@@ -136,7 +142,7 @@ def test_largest_value_is_cut_first(tracing):
         span.set_attribute("input.document", "d" * 50_000)
         span.set_attribute("output.value", "o" * 20_000)
     original = finished(exporter, "two")
-    result = truncate_span(original, encoded_size([original]) - 10_000)
+    result = truncate(original, encoded_size([original]) - 10_000)
     assert result.attributes["output.value"] == "o" * 20_000
     assert result.attributes["input.document"].endswith(MARKER_TAIL)
     assert len(result.attributes["input.document"]) > 39_000
@@ -149,8 +155,8 @@ def test_several_values_cut_when_largest_is_not_enough(tracing):
         span.set_attribute("input.b", "b" * 20_000)
         span.set_attribute("input.c", "c" * 10_000)
     original = finished(exporter, "many")
-    result = truncate_span(original, 15_000)
-    assert encoded_size([result]) <= 15_000
+    result = truncate(original, 15_000)
+    assert result.size <= 15_000
     attributes = result.attributes
     assert attributes["input.a"] == truncation_marker(30_000)
     assert attributes["input.b"].endswith(MARKER_TAIL)
@@ -164,8 +170,8 @@ def test_sequence_of_strings(tracing):
         span.set_attribute("output.documents", documents)
         span.set_attribute("opik.tags", ["rag", "prod"])
     original = finished(exporter, "retrieval")
-    result = truncate_span(original, 35_000)
-    assert encoded_size([result]) <= 35_000
+    result = truncate(original, 35_000)
+    assert result.size <= 35_000
     cut = result.attributes["output.documents"]
     assert isinstance(cut, tuple) and len(cut) == 4
     assert cut[3].startswith("doc3:") and cut[3].endswith(MARKER_TAIL)
@@ -180,8 +186,8 @@ def test_bytes_and_mapping_values(tracing):
         span.set_attribute("input.raw", payload)
         span.set_attribute("input.nested", {"text": "n" * 40_000, "count": 3})
     original = finished(exporter, "mixed")
-    result = truncate_span(original, 30_000)
-    assert encoded_size([result]) <= 30_000
+    result = truncate(original, 30_000)
+    assert result.size <= 30_000
     nested = result.attributes["input.nested"]
     assert nested["count"] == 3
     assert nested["text"].endswith(MARKER_TAIL)
@@ -200,13 +206,13 @@ def test_event_attribute_values_are_truncated(tracing):
         except ValueError as error:
             span.record_exception(error)
     original = finished(exporter, "with events")
-    result = truncate_span(original, 8_000)
-    assert encoded_size([result]) <= 8_000
-    assert [e.name for e in result.events] == [e.name for e in original.events]
-    assert result.events[0].attributes["gen_ai.prompt"].endswith(MARKER_TAIL)
-    assert result.events[0].timestamp == original.events[0].timestamp
-    assert result.events[1].attributes["ok"] == "small"
-    assert result.events[2].attributes["exception.type"] == "ValueError"
+    result = truncate(original, 8_000)
+    assert result.size <= 8_000
+    assert [e[0] for e in result.events] == [e.name for e in original.events]
+    assert result.events[0][2]["gen_ai.prompt"].endswith(MARKER_TAIL)
+    assert result.events[0][1] == original.events[0].timestamp
+    assert result.events[1][2]["ok"] == "small"
+    assert result.events[2][2]["exception.type"] == "ValueError"
 
 
 def test_utf8_boundary_is_respected(tracing):
@@ -216,9 +222,9 @@ def test_utf8_boundary_is_respected(tracing):
         span.set_attribute("input.value", text)
     original = finished(exporter, "unicode")
     for limit in (1_000, 1_001, 1_002, 1_003, 50_000):
-        result = truncate_span(original, limit)
+        result = truncate(original, limit)
         value = result.attributes["input.value"]
-        assert encoded_size([result]) <= limit
+        assert result.size <= limit
         head = value[: value.index("…")]
         assert text.startswith(head)
         value.encode("utf-8")
@@ -231,12 +237,12 @@ def test_protected_values_and_name_survive_impossible_limit(tracing):
         span.set_attribute(OPIK_TRACE_ID, trace_id)
         span.set_attribute("input.value", "v" * 10_000)
     original = finished(exporter, "n" * 500)
-    result = truncate_span(original, 10)
-    assert result.name == "n" * 500
+    result = truncate(original, 10)
+    assert result.span.name == "n" * 500
     assert result.attributes[OPIK_TRACE_ID] == trace_id
     assert result.attributes["input.value"] == truncation_marker(10_000)
     # As small as truncation can make it.
-    assert encoded_size([result]) < 1_500
+    assert result.size < 1_500
     assert PROTECTED_ATTRIBUTES == {OPIK_TRACE_ID, "opik.span_id", "opik.parent_span_id"}
 
 
@@ -246,7 +252,7 @@ def test_nothing_to_truncate_returns_original(tracing):
         span.set_attribute("count", 1)
         span.set_attribute("short", "tiny")
     original = finished(exporter, "numbers")
-    assert truncate_span(original, 1) is original
+    assert truncate(original, 1) is None  # nothing worth cutting: numbers and a tiny string
 
 
 def test_dropped_counts_and_links_are_preserved(tracing):
@@ -270,12 +276,13 @@ def test_dropped_counts_and_links_are_preserved(tracing):
     assert original.dropped_attributes == 1 and original.dropped_events == 1
     assert original.dropped_links == 1
 
-    result = truncate_span(original, 3_000)
-    assert encoded_size([result]) <= 3_000
-    assert result.dropped_attributes == 1
-    assert result.dropped_events == 1
-    assert result.dropped_links == 1
-    assert list(result.links) == list(original.links)
+    result = truncate(original, 3_000)
+    assert result.size <= 3_000
+    whole = encode_spans([original]).resource_spans[0].scope_spans[0].spans[0]
+    assert result.span.dropped_attributes_count == 1
+    assert result.span.dropped_events_count == 1
+    assert result.span.dropped_links_count == 1
+    assert list(result.span.links) == list(whole.links)
     limited.shutdown()
 
 
@@ -284,6 +291,32 @@ def test_truncated_spans_encode_in_a_batch(tracing):
     for i in range(3):
         with tracer.start_as_current_span(f"s{i}") as span:
             span.set_attribute("input.value", "q" * 100_000)
-    spans = [truncate_span(s, 20_000) for s in exporter.get_finished_spans()]
-    assert all(encoded_size([s]) <= 20_000 for s in spans)
-    assert encoded_size(spans) <= 60_000
+    cuts = [truncate(s, 20_000) for s in exporter.get_finished_spans()]
+    assert all(cut.size <= 20_000 for cut in cuts)
+    merged = ExportTraceServiceRequest()
+    for cut in cuts:
+        merged.MergeFrom(cut.request)
+    assert merged.ByteSize() <= 60_000
+
+
+@pytest.mark.parametrize(
+    "value",
+    [tuple(float(i) for i in range(20_000)), tuple(f"w{i}" for i in range(20_000)), tuple(range(20_000))],
+    ids=["floats", "many-short-strings", "ints"],
+)
+def test_values_of_any_type_are_replaced_by_a_marker_when_cutting_strings_is_not_enough(tracing, value):
+    tracer, exporter = tracing
+    trace_id = generate_id()
+    with tracer.start_as_current_span("arrays") as span:
+        span.set_attribute(OPIK_TRACE_ID, trace_id)
+        span.set_attribute("input.values", value)
+        span.set_attribute("input.small", (1, 2, 3))
+    original = finished(exporter, "arrays")
+    assert encoded_size([original]) > 50_000
+    result = truncate(original, 4_000)
+    assert result.size <= 4_000
+    assert result.attributes["input.values"].startswith("…[truncated ")
+    assert result.attributes["input.values"].endswith(MARKER_TAIL)
+    assert result.attributes["input.small"] == (1, 2, 3)  # only what had to go
+    assert result.attributes[OPIK_TRACE_ID] == trace_id
+    assert result.span.name == "arrays"

@@ -1,0 +1,115 @@
+"""Preparing a batch for Opik: the first stage of the export path.
+
+Pure functions from finished spans to what is sent: private markers stripped, ids and
+values made sendable, trace-level options written on root spans, and the trace rows of
+the traces this process minted. Nothing here does I/O.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+from ._logging import get_logger
+from .attributes import MINTED_TRACE, OPIK_TRACE_ID, PROJECT_NAME
+from .linkage import span_attributes
+from .projects import usable_project_name
+from .jsontext import dump_json
+from .spans import id_fixes, invalid_usage_removals, sendable_span, value_fixes
+from .trace_rows import (
+    OPIK_METADATA,
+    OPIK_TAGS,
+    THREAD_ID_ATTRIBUTES,
+    merge_metadata,
+    merge_tags,
+    trace_row_from_span,
+)
+
+LOGGER = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class TraceOptions:
+    """What the exporter adds to every trace it roots."""
+
+    project_name: str
+    tags: List[str] = field(default_factory=list)
+    metadata: Dict[str, Any] = field(default_factory=dict)
+    thread_id: Optional[str] = None
+
+
+@dataclass
+class PreparedBatch:
+    """Spans ready to encode, and the trace rows to write before them.
+
+    ``projects[i]`` is the project ``spans[i]`` names (its trace's), ``None`` for the
+    exporter's own."""
+
+    spans: List[ReadableSpan]
+    rows: List[Dict[str, Any]]
+    projects: List[Optional[str]] = field(default_factory=list)
+
+
+def prepare_batch(spans: Sequence[ReadableSpan], options: TraceOptions) -> PreparedBatch:
+    """Strip private markers, add trace-level options to root spans, make ids and
+    values sendable, collect trace rows."""
+    prepared: List[ReadableSpan] = []
+    rows: List[Dict[str, Any]] = []
+    projects: List[Optional[str]] = []
+    checked: Dict[Any, Optional[str]] = {}
+    for span in spans:
+        attributes = span_attributes(span)
+        minted = attributes.get(MINTED_TRACE) is True
+        changes = invalid_usage_removals(attributes)
+        if MINTED_TRACE in attributes:
+            changes[MINTED_TRACE] = None
+        project = None
+        if PROJECT_NAME in attributes:
+            changes[PROJECT_NAME] = None
+            raw = attributes[PROJECT_NAME]
+            if raw not in checked:
+                checked[raw] = usable_project_name(raw) if isinstance(raw, str) else None
+            project = checked[raw]
+        id_fixes(attributes, changes)
+        if span.parent is None and (minted or OPIK_TRACE_ID not in attributes):
+            changes.update(root_options(attributes, options))
+        value_fixes(attributes, changes)
+        span = sendable_span(span, changes)
+        if minted and span.parent is None:
+            row = trace_row(span, options, project)
+            if row is not None:
+                rows.append(row)
+        prepared.append(span)
+        projects.append(project)
+    return PreparedBatch(prepared, rows, projects)
+
+
+def root_options(attributes: Mapping[str, Any], options: TraceOptions) -> Dict[str, Any]:
+    """Trace-level options, written on a root span the way Opik reads them from it."""
+    changes: Dict[str, Any] = {}
+    if options.tags:
+        changes[OPIK_TAGS] = merge_tags(options.tags, attributes.get(OPIK_TAGS))
+    if options.metadata:
+        # Only the opik.metadata blob: opik.metadata.<key> attributes stay as they are.
+        blob = {OPIK_METADATA: attributes[OPIK_METADATA]} if OPIK_METADATA in attributes else {}
+        changes[OPIK_METADATA] = dump_json(merge_metadata(options.metadata, blob))
+    if options.thread_id and not any(key in attributes for key in THREAD_ID_ATTRIBUTES):
+        changes[THREAD_ID_ATTRIBUTES[0]] = options.thread_id
+    return changes
+
+
+def trace_row(
+    root: ReadableSpan, options: TraceOptions, project: Optional[str] = None
+) -> Optional[Dict[str, Any]]:
+    """The REST trace row of a minted root span, or ``None`` (logged) when it cannot be built."""
+    try:
+        return trace_row_from_span(
+            root,
+            project_name=project or options.project_name,
+            tags=options.tags,
+            metadata=options.metadata,
+            thread_id=options.thread_id,
+        )
+    except ValueError:
+        LOGGER.warning("Could not build an Opik trace row from root span %r.", root.name, exc_info=True)
+        return None
