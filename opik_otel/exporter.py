@@ -21,7 +21,6 @@ configured then. Re-sending is harmless: Opik upserts by id.
 import gzip
 import hashlib
 import os
-import threading
 import time
 import weakref
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -30,7 +29,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ._logging import get_logger
-from .batching import if_alive, suppressed_context
+from .batching import if_alive
 from .config import ConfigurationError, OpikConfig, resolve_config
 from .encoding import encode_span_batch, encode_trace_rows
 from .flushing import add_delivery_flush, flush_timeout_of_caller
@@ -47,9 +46,9 @@ from .options import (
     validated_verify,
 )
 from .payloads import SPANS, TRACES, Payload
-from .open_roots import OPEN_ROOT_DELAY_SECONDS, OpenRoot, OpenRoots, provisional_root, stopped_status
 from .prepare import PreparedBatch, TraceOptions, prepare_batch
 from .projects import group_by_project
+from .root_writer import OpenRootWriter
 from .queue import DeliveryQueue, Record, open_queue
 from .queue.records import is_header_value, without_credentials
 from .reporting import Reporter
@@ -176,13 +175,8 @@ class OpikExporter(SpanExporter):
         )
         self._transport = Transport(self._verify)
         self._losses_seen = 0
-        # Held while a batch or an open root is queued, so a trace row always goes
-        # ahead of the children of its trace.
-        self._ordering_lock = threading.Lock()
-        self._roots_lock = threading.Lock()
-        self._open_roots = OpenRoots()  # the parent's open roots are not the child's
-        self._roots_wakeup = threading.Event()
-        self._roots_writer: Optional[threading.Thread] = None
+        # The parent's open roots are not the child's.
+        self._roots = OpenRootWriter(lambda spans: prepare_batch(spans, self._options), self._enqueue_batch)
         self._sender = Sender(
             self._queue,
             self._transport,
@@ -240,16 +234,8 @@ class OpikExporter(SpanExporter):
         if self._disabled:
             return SpanExportResult.SUCCESS
         try:
-            with self._ordering_lock:
-                early = self._open_roots.before_batch(spans)
-                batch = prepare_batch(spans, self._options)
-                if early:
-                    # Open roots of this batch's children go ahead of them (see open_roots).
-                    first = self._prepare_open_roots(early)
-                    batch = PreparedBatch(
-                        first.spans + batch.spans, first.rows + batch.rows, first.projects + batch.projects
-                    )
-                stored = self._enqueue_batch(batch)
+            # Open roots of this batch's children go ahead of them (see open_roots).
+            stored = self._roots.write_batch(spans)
         except Exception:
             LOGGER.error("Unexpected error while queueing spans for Opik.", exc_info=True)
             return SpanExportResult.FAILURE
@@ -271,12 +257,8 @@ class OpikExporter(SpanExporter):
         the trace or once the root has been open for a second. Never raises.
         """
         try:
-            if self._stopped or self._disabled:
-                return
-            self._open_roots.add(span)
-            if self._roots_writer is None:
-                self._start_roots_writer()
-            self._roots_wakeup.set()
+            if not (self._stopped or self._disabled):
+                self._roots.root_started(span)
         except Exception:
             LOGGER.warning("Could not take note of an open Opik root span.", exc_info=True)
 
@@ -287,66 +269,6 @@ class OpikExporter(SpanExporter):
         for project, group in group_by_project(pairs, self._config.project_name, lambda item: item[0]).items():
             stored = self._enqueue_spans([span for _, span in group], project) and stored
         return stored
-
-    def _prepare_open_roots(self, roots: Sequence[OpenRoot], *, closing: bool = False) -> PreparedBatch:
-        """Provisional copies of open roots; closed now, with an error, when ``closing``."""
-        if closing:
-            end = time.time_ns()
-            # A root that did end, but never reached this exporter (a full queue dropped
-            # it), is written as it ended.
-            copies = [
-                root.span if root.span.end_time is not None
-                else provisional_root(root, end_time=end, status=stopped_status())
-                for root in roots
-            ]
-        else:
-            copies = [provisional_root(root) for root in roots]
-        batch = prepare_batch(copies, self._options)
-        if not closing:
-            for row in batch.rows:
-                row.pop("end_time", None)  # still running
-        return batch
-
-    def _start_roots_writer(self) -> None:
-        with self._roots_lock:
-            if self._roots_writer is None and not self._stopped:
-                writer = threading.Thread(target=self._write_open_roots, name="OpikExporterOpenRoots", daemon=True)
-                self._roots_writer = writer
-                writer.start()
-
-    def _write_open_roots(self) -> None:
-        """Queue the roots open for a while, whether or not a child has been exported."""
-        from opentelemetry.context import attach, detach
-
-        token = attach(suppressed_context())
-        try:
-            while not self._stopped:
-                self._roots_wakeup.clear()
-                wait = self._open_roots.next_due_in(OPEN_ROOT_DELAY_SECONDS)
-                if wait is None or wait > 0:
-                    self._roots_wakeup.wait(wait)
-                    continue
-                with self._ordering_lock:
-                    due = self._open_roots.take_due(OPEN_ROOT_DELAY_SECONDS)
-                    if due and not self._stopped:
-                        self._enqueue_batch(self._prepare_open_roots(due))
-        except Exception:
-            LOGGER.error("Writing open Opik root spans stopped unexpectedly.", exc_info=True)
-        finally:
-            detach(token)
-
-    def _close_open_roots(self, deadline: float) -> None:
-        """At a clean shutdown, queue the roots still open as ended now, with an error."""
-        if not len(self._open_roots):
-            return
-        if not self._ordering_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            return
-        try:
-            roots = self._open_roots.take_all()
-            if roots:
-                self._enqueue_batch(self._prepare_open_roots(roots, closing=True))
-        finally:
-            self._ordering_lock.release()
 
     def enqueue_trace_rows(self, rows: List[Dict[str, Any]]) -> bool:
         """Queue REST trace rows (``TraceWrite`` objects) in order with the spans; ``True``
@@ -379,11 +301,10 @@ class OpikExporter(SpanExporter):
             return
         deadline = time.monotonic() + max(0.0, timeout_millis / 1000)
         try:
-            self._close_open_roots(deadline)
+            self._roots.close(deadline)
         except Exception:
             LOGGER.warning("Could not close the Opik traces still open at shutdown.", exc_info=True)
         self._stopped = True
-        self._roots_wakeup.set()
         try:
             self._sender.close(deadline)
             waiting, where = self._queue.pending_items, self._queue.directory
