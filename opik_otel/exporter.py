@@ -285,9 +285,10 @@ class OpikExporter(SpanExporter):
         try:
             self._queue.claim_abandoned()
             delivered = self._sender.flush(deadline)
-            # Data dropped since the last flush (queue cap, unstorable) was emitted before
-            # this one and never reached Opik.
-            losses = self._queue.stats()["dropped_records"] + self._report.counts()["requests_lost"]
+            # Data dropped or set aside since the last flush (queue cap, unstorable,
+            # quarantined) was emitted before this one and never reached Opik.
+            counts = self._report.counts()
+            losses = self._queue.stats()["dropped_records"] + counts["requests_lost"] + counts["requests_quarantined"]
             lost, self._losses_seen = losses > self._losses_seen, losses
             return delivered and not lost
         except Exception:

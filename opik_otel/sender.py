@@ -67,7 +67,6 @@ class Sender:
         self._failures = 0
         self._hold_until = 0.0  # Retry-After
         self.settled = 0  # records removed or quarantined by this sender
-        self.given_up = 0  # of which quarantined
         self.setup_refusals = 0  # answers saying the set-up is wrong (401, 404, 3xx...)
 
     # --- called by the exporter -------------------------------------------------
@@ -78,11 +77,12 @@ class Sender:
         self._wake.set()
 
     def flush(self, deadline: float) -> bool:
-        """Wait until every record queued now is settled; ``True`` only when all of them
-        were delivered before ``deadline`` (monotonic)."""
+        """Wait until every record queued now is settled; ``True`` when that happened
+        before ``deadline`` (monotonic). Records set aside meanwhile are counted by the
+        caller (``requests_quarantined``)."""
         with self._lock:
             target = self.settled + len(self._queue)
-            given_up, setup_refusals = self.given_up, self.setup_refusals
+            setup_refusals = self.setup_refusals
             self._failures = 0  # someone is waiting: try again now, not after the backoff
         self._start()
         self._wake.set()
@@ -94,7 +94,7 @@ class Sender:
                 if remaining <= 0 or self._thread is None or self.setup_refusals != setup_refusals:
                     return False
                 self._lock.wait(min(remaining, 0.1))
-            return self.given_up == given_up
+            return True
 
     def close(self, deadline: float) -> None:
         """Deliver what Opik takes until ``deadline``, then stop the thread."""
@@ -202,8 +202,6 @@ class Sender:
             self._report.count("requests_quarantined")
         with self._lock:
             self.settled += 1
-            if problem is not None:
-                self.given_up += 1
             self._lock.notify_all()
 
     def _send(
