@@ -7,9 +7,11 @@ Starts three services as subprocesses:
   ``OTEL_PROPAGATORS=tracecontext,baggage,opik``): no opik_otel code in them;
 - ``scorer``: a Flask app instrumented with the Opik SDK's ``@opik.track``.
 
-Then sends two requests through them: one from a client instrumented with the Opik SDK,
-one from an OTel-first client set up with ``opik_otel.configure()``. Each request must end
-up as one Opik trace with every span under the right parent.
+Then sends three requests through them: one from a client instrumented with the Opik SDK,
+one from an OTel-first client set up with ``opik_otel.configure()``, and a plain one (like
+``curl``) that the zero-code agent roots itself. Each request must end up as one Opik trace
+with every span under the right parent. Last, a library's OTel spans run inside
+``@opik.track(project_name=...)`` of another project, and must land in that project.
 
 With no Opik configured it uses an embedded LocalOpik, prints the trace trees as Opik
 would show them and exits non-zero if any span is orphaned or mis-parented. With
@@ -34,6 +36,7 @@ from opik_otel.testing import LocalOpik, SpanRecord
 HERE = Path(__file__).resolve().parent
 ZERO_CODE = HERE / "zero_code"
 PROJECT = "opik-otel-demo"
+LIBRARY_PROJECT = "opik-otel-demo-agents"
 QUESTION = "What is Opik?"
 
 ZERO_CODE_ENV = {
@@ -54,6 +57,18 @@ EXPECTED_EDGES = [
     ("POST", "POST /ask"),
     ("score", "POST"),
 ]
+
+
+# The plain request's trace is rooted at the agent's server span ("<client>" = the root).
+EXPECTED_EDGES_BY_ROOT = {
+    "POST /ask": [
+        (span, "<client>" if parent == "POST /ask" else parent)
+        for span, parent in EXPECTED_EDGES
+        if span != "POST /ask"
+    ],
+    "agent: other project": [("library-call", "<client>"), ("library-inner", "library-call")],
+}
+EXPECTED_ROOTS = ["sdk-client: user question", "otel-client: nightly report", "POST /ask", "agent: other project"]
 
 
 def opentelemetry_instrument() -> str:
@@ -125,6 +140,34 @@ def ask_from_otel_first_client(agent_url: str) -> int:
     return tracing.exporter.stats["requests_sent"]
 
 
+def ask_like_curl(agent_url: str) -> None:
+    """No tracing headers: the zero-code agent starts the trace, mints its Opik ids and
+    writes its row, and the Opik SDK scorer downstream joins it."""
+    reply = requests.post(f"{agent_url}/ask", json={"question": QUESTION}, timeout=30).json()
+    print(f"  plain request     -> {reply}")
+
+
+def library_spans_in_another_project() -> None:
+    """A library's OTel spans inside ``@opik.track(project_name=...)``: they belong to
+    that trace, so they go to its project, not to the exporter's."""
+    import opik
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracing = opik_otel.configure(tracer_provider=TracerProvider())
+    library = tracing.tracer_provider.get_tracer("some-llm-library")
+
+    @opik.track(name="agent: other project", project_name=LIBRARY_PROJECT)
+    def agent() -> None:
+        with library.start_as_current_span("library-call"):
+            with library.start_as_current_span("library-inner"):
+                pass
+
+    agent()
+    opik.flush_tracker()
+    tracing.shutdown()
+    print(f"  @opik.track(project_name={LIBRARY_PROJECT!r}) with library spans inside")
+
+
 def parent_name(parent: Optional[SpanRecord]) -> str:
     if parent is None:
         return "<missing>"
@@ -134,6 +177,10 @@ def parent_name(parent: Optional[SpanRecord]) -> str:
 def problems_in(local: LocalOpik, expected_roots: List[str]) -> List[str]:
     """Everything that makes the traces differ from one clean tree per request."""
     problems = [f"orphaned span {span.name!r} (trace {span.trace_id})" for span in local.orphans()]
+    for trace_record in local.traces():
+        for span in local.spans(trace_id=trace_record.id):
+            if span.project_name != trace_record.project_name:
+                problems.append(f"span {span.name!r} is in project {span.project_name!r}, its trace is not")
     traces = local.traces()
     if sorted(t.name for t in traces) != sorted(expected_roots):
         problems.append(f"expected traces {sorted(expected_roots)}, got {sorted(t.name for t in traces)}")
@@ -145,7 +192,7 @@ def problems_in(local: LocalOpik, expected_roots: List[str]) -> List[str]:
             for span in spans
             if span.parent_span_id is not None
         )
-        if edges != sorted(EXPECTED_EDGES):
+        if edges != sorted(EXPECTED_EDGES_BY_ROOT.get(trace_record.name, EXPECTED_EDGES)):
             problems.append(f"trace {trace_record.name!r} is mis-parented: {edges}")
     return problems
 
@@ -157,6 +204,8 @@ def main() -> int:
             print("Sending requests:")
             ask_from_opik_sdk_client(services["agent"].url)
             accepted = ask_from_otel_first_client(services["agent"].url)
+            ask_like_curl(services["agent"].url)
+            library_spans_in_another_project()
         finally:
             print("Stopping services (they flush their spans on exit) ...")
             stop_services(services)
@@ -164,12 +213,12 @@ def main() -> int:
             if not accepted:
                 print(f"FAIL: Opik at {os.environ['OPIK_URL_OVERRIDE']} accepted none of the spans: check the URL, OPIK_API_KEY and OPIK_WORKSPACE.")
                 return 1
-            print("Done: open your Opik project to see the two traces.")
+            print(f"Done: open your Opik projects {PROJECT!r} and {LIBRARY_PROJECT!r} to see the traces.")
             return 0
-        local.wait_for_spans(2 * (len(EXPECTED_EDGES) + 1), timeout=20)
+        local.wait_for_spans(2 * (len(EXPECTED_EDGES) + 1) + len(EXPECTED_EDGES) + 3, timeout=20)
         print()
         print(local.trees())
-        problems = problems_in(local, ["sdk-client: user question", "otel-client: nightly report"])
+        problems = problems_in(local, EXPECTED_ROOTS)
         for problem in problems:
             print(f"FAIL: {problem}")
         if problems:

@@ -36,6 +36,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from ._logging import get_logger
 from .config import ConfigurationError
+from .exporter import OpikExporter
 from .flushing import add_delivery_flush
 from .processor import OpikSpanProcessor
 
@@ -51,8 +52,29 @@ def has_opik_span_processor(provider: Any) -> bool:
     return any(isinstance(p, OpikSpanProcessor) for p in processors)
 
 
+def find_opik_exporter(provider: Any) -> Optional[OpikExporter]:
+    """The ``OpikExporter`` behind one of the provider's span processors, if any.
+
+    The SDK's ``SimpleSpanProcessor`` and ``OpikBatchSpanProcessor`` expose it as
+    ``span_exporter``; the SDK's ``BatchSpanProcessor`` (what ``OTEL_TRACES_EXPORTER=opik``
+    builds) keeps it in its inner batch processor.
+    """
+    active = getattr(provider, "_active_span_processor", None)
+    for processor in getattr(active, "_span_processors", ()):
+        exporter = getattr(processor, "span_exporter", None)
+        if exporter is None:
+            exporter = getattr(getattr(processor, "_batch_processor", None), "_exporter", None)
+        if isinstance(exporter, OpikExporter):
+            return exporter
+    return None
+
+
 def register_span_processor(provider: Optional[Any] = None) -> bool:
     """Add an ``OpikSpanProcessor`` to ``provider`` unless it already has one.
+
+    When the provider exports to an ``OpikExporter`` (``OTEL_TRACES_EXPORTER=opik``),
+    the processor is wired to it as ``configure()`` does: local roots get Opik ids
+    and their trace rows, so downstream services join the trace.
 
     Args:
         provider: an SDK ``TracerProvider``; defaults to the global one.
@@ -67,7 +89,7 @@ def register_span_processor(provider: Optional[Any] = None) -> bool:
         if not isinstance(provider, TracerProvider):
             return False
         if not has_opik_span_processor(provider):
-            provider.add_span_processor(OpikSpanProcessor())
+            provider.add_span_processor(OpikSpanProcessor(exporter=find_opik_exporter(provider)))
         return True
     except Exception:
         LOGGER.warning("Could not register OpikSpanProcessor.", exc_info=True)

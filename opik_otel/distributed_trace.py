@@ -18,9 +18,16 @@ from opentelemetry import baggage, trace
 from opentelemetry.context import Context, get_current
 
 from ._logging import get_logger
-from .attributes import MINTED_TRACE, OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
+from .attributes import MINTED_TRACE, OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID, PROJECT_NAME
 from .ids import canonical_uuid_v7, generate_id
 from .linkage import span_attributes, span_linkage
+from .projects import (
+    OPIK_PROJECT_NAME_BAGGAGE,
+    OPIK_PROJECT_NAME_HEADER,
+    OPIK_PROJECT_NAME_HEADER_HYPHENATED,
+    first_of_joined_project,
+    usable_project_name,
+)
 from .types import OpikDistributedTraceAttributes
 
 LOGGER = get_logger(__name__)
@@ -121,11 +128,12 @@ def extract_opik_distributed_trace_attributes(
         and a warning; an invalid parent id is dropped with a warning. Never raises.
     """
     try:
-        raw_trace_id, raw_parent_span_id = _find_headers(
-            http_headers, (OPIK_TRACE_ID_HEADER, OPIK_PARENT_SPAN_ID_HEADER)
+        raw_trace_id, raw_parent_span_id, raw_project = _find_headers(
+            http_headers, (OPIK_TRACE_ID_HEADER, OPIK_PARENT_SPAN_ID_HEADER, OPIK_PROJECT_NAME_HEADER)
         )
         trace_id = _first_of_joined(raw_trace_id, OPIK_TRACE_ID_HEADER)
         parent_span_id = _first_of_joined(raw_parent_span_id, OPIK_PARENT_SPAN_ID_HEADER)
+        project = _header_project(raw_project)
     except Exception:
         LOGGER.warning("Could not read Opik distributed trace headers.", exc_info=True)
         return None
@@ -159,7 +167,23 @@ def extract_opik_distributed_trace_attributes(
                 OPIK_PARENT_SPAN_ID_HEADER,
                 parent_span_id,
             )
-    return OpikDistributedTraceAttributes(canonical_trace_id, canonical_parent_span_id)
+    return OpikDistributedTraceAttributes(canonical_trace_id, canonical_parent_span_id, project)
+
+
+def _header_project(value: Optional[str]) -> Optional[str]:
+    """The caller's project from ``opik_project_name``; a blank one is absent, an
+    unusable one is dropped with a warning (the span goes to this service's project)."""
+    if not value:
+        return None
+    project = usable_project_name(first_of_joined_project(value))
+    if project is None:
+        LOGGER.warning(
+            "Opik distributed trace header '%s' is not a usable project name (%.60r); "
+            "the request's spans go to this service's configured project.",
+            OPIK_PROJECT_NAME_HEADER,
+            value,
+        )
+    return project
 
 
 def attach_to_parent(span: trace.Span, http_headers: Any) -> bool:
@@ -169,6 +193,8 @@ def attach_to_parent(span: trace.Span, http_headers: Any) -> bool:
     name one) and a fresh ``opik.span_id`` so that ``OpikSpanProcessor`` chains the
     span's descendants under it. Without a parent id the span becomes top-level in
     the trace, even if it had been stamped with a parent from another trace before.
+    The span and its descendants go to the project the ``opik_project_name`` header
+    names (sent by opik_otel callers), else to this service's configured project.
 
     Returns:
         ``True`` when the span was attached, ``False`` when the headers carry no
@@ -182,6 +208,8 @@ def attach_to_parent(span: trace.Span, http_headers: Any) -> bool:
         new_attributes[OPIK_SPAN_ID] = generate_id()
         if attributes.opik_parent_span_id is None:
             _remove_attribute(span, OPIK_PARENT_SPAN_ID)
+        if attributes.opik_project_name is None:
+            _remove_attribute(span, PROJECT_NAME)
         # The trace now comes from upstream, which owns its row.
         _remove_attribute(span, MINTED_TRACE)
         span.set_attributes(new_attributes)
@@ -220,8 +248,10 @@ def get_distributed_trace_headers(
     Returns:
         ``{"opik_trace_id": ..., "opik_parent_span_id": ...}`` when the span is inside
         an Opik subtree (its ``opik.trace_id`` and ``opik.span_id`` are set), else
-        ``None``. The receiving side (Opik SDK ``@track`` or ``attach_to_parent``)
-        parents its spans under this span.
+        ``None``; plus ``opik_project_name`` when the span knows its trace's project,
+        so that a downstream opik_otel service writes to the same project (the Opik
+        SDK ignores it and logs into its own project). The receiving side (Opik SDK
+        ``@track`` or ``attach_to_parent``) parents its spans under this span.
     """
     try:
         linkage = span_linkage(span if span is not None else trace.get_current_span())
@@ -234,6 +264,10 @@ def get_distributed_trace_headers(
     if hyphenated:
         headers[OPIK_TRACE_ID_HEADER_HYPHENATED] = linkage.trace_id
         headers[OPIK_PARENT_SPAN_ID_HEADER_HYPHENATED] = linkage.parent_span_id
+    if linkage.project_name is not None:
+        headers[OPIK_PROJECT_NAME_HEADER] = linkage.project_name
+        if hyphenated:
+            headers[OPIK_PROJECT_NAME_HEADER_HYPHENATED] = linkage.project_name
     return headers  # type: ignore[return-value]
 
 
@@ -255,7 +289,8 @@ def context_with_opik_baggage(
 ) -> Context:
     """Return ``context`` with the span's Opik linkage added as W3C baggage.
 
-    The entries are ``opik.trace_id`` and ``opik.span_id``; a downstream
+    The entries are ``opik.trace_id``, ``opik.span_id`` and, when the span knows
+    its trace's project, ``opik.project_name``; a downstream
     ``OpikSpanProcessor`` links its spans under this span when the baggage
     propagator carries them. Attach the returned context around the outgoing call
     (``opentelemetry.context.attach``) or pass it to ``propagate.inject``. When the
@@ -267,7 +302,10 @@ def context_with_opik_baggage(
         if linkage is None:
             return base
         with_trace = baggage.set_baggage(OPIK_TRACE_ID, linkage.trace_id, base)
-        return baggage.set_baggage(OPIK_SPAN_ID, linkage.parent_span_id, with_trace)
+        with_span = baggage.set_baggage(OPIK_SPAN_ID, linkage.parent_span_id, with_trace)
+        if linkage.project_name is None:
+            return baggage.remove_baggage(OPIK_PROJECT_NAME_BAGGAGE, with_span)
+        return baggage.set_baggage(OPIK_PROJECT_NAME_BAGGAGE, linkage.project_name, with_span)
     except Exception:
         LOGGER.warning("Could not put Opik linkage into baggage.", exc_info=True)
         return base

@@ -48,7 +48,9 @@ from .options import (
 )
 from .otlp_wire import WireEncoder
 from .payloads import SPANS, TRACES, Payload
-from .prepare import TraceOptions, prepare_batch
+from .prepare import PreparedBatch, TraceOptions, prepare_batch
+from .projects import group_by_project
+from .root_writer import OpenRootWriter
 from .queue import DeliveryQueue, Record, open_queue
 from .queue.records import is_header_value, without_credentials
 from .reporting import Reporter
@@ -182,6 +184,10 @@ class OpikExporter(SpanExporter):
         self._transport = Transport(self._verify)
         self._losses_seen = 0
         self._seen_span_ids: Dict[str, int] = {}
+        # The parent's open roots are not the child's.
+        self._roots = OpenRootWriter(
+            lambda spans: prepare_batch(spans, self._options, self._seen_span_ids), self._enqueue_batch
+        )
         self._sender = Sender(
             self._queue,
             self._transport,
@@ -239,10 +245,8 @@ class OpikExporter(SpanExporter):
         if self._disabled:
             return SpanExportResult.SUCCESS
         try:
-            batch = prepare_batch(spans, self._options, self._seen_span_ids)
-            stored = self.enqueue_trace_rows(batch.rows) if batch.rows else True
-            if batch.spans:
-                stored = self._enqueue_spans(batch.spans, batch.changes) and stored
+            # Open roots of this batch's children go ahead of them (see open_roots).
+            stored = self._roots.write_batch(spans)
         except Exception:
             LOGGER.error("Unexpected error while queueing spans for Opik.", exc_info=True)
             return SpanExportResult.FAILURE
@@ -255,6 +259,28 @@ class OpikExporter(SpanExporter):
         if flush_millis is not None:
             stored = self.force_flush(int(flush_millis)) and stored
         return SpanExportResult.SUCCESS if stored else SpanExportResult.FAILURE
+
+    def root_started(self, span: ReadableSpan) -> None:
+        """Called by ``OpikSpanProcessor(exporter=...)`` when a minted root starts.
+
+        Returns at once (it runs on the application's thread); the trace row and the
+        root span are queued provisionally off that thread, before the first child of
+        the trace or once the root has been open for a second. Never raises.
+        """
+        try:
+            if not (self._stopped or self._disabled):
+                self._roots.root_started(span)
+        except Exception:
+            LOGGER.warning("Could not take note of an open Opik root span.", exc_info=True)
+
+    def _enqueue_batch(self, batch: PreparedBatch) -> bool:
+        stored = self.enqueue_trace_rows(batch.rows) if batch.rows else True
+        # One OTLP request goes to exactly one project (its projectName header).
+        entries = list(zip(batch.projects, batch.spans, batch.changes))
+        for project, group in group_by_project(entries, self._config.project_name, lambda item: item[0]).items():
+            spans = [span for _, span, _ in group]
+            stored = self._enqueue_spans(spans, [changes for _, _, changes in group], project) and stored
+        return stored
 
     def enqueue_trace_rows(self, rows: List[Dict[str, Any]]) -> bool:
         """Queue REST trace rows (``TraceWrite`` objects) in order with the spans; ``True``
@@ -286,9 +312,14 @@ class OpikExporter(SpanExporter):
         stays on disk for the next run (one line says how much and where)."""
         if self._stopped:
             return
+        deadline = time.monotonic() + max(0.0, timeout_millis / 1000)
+        try:
+            self._roots.close(deadline)
+        except Exception:
+            LOGGER.warning("Could not close the Opik traces still open at shutdown.", exc_info=True)
         self._stopped = True
         try:
-            self._sender.close(time.monotonic() + max(0.0, timeout_millis / 1000))
+            self._sender.close(deadline)
             waiting, where = self._queue.pending_items, self._queue.directory
             if waiting:
                 if where is not None:
@@ -302,7 +333,9 @@ class OpikExporter(SpanExporter):
 
     # --- stages -------------------------------------------------------------------
 
-    def _enqueue_spans(self, spans: List[ReadableSpan], changes: List[Dict[str, Any]]) -> bool:
+    def _enqueue_spans(
+        self, spans: List[ReadableSpan], changes: List[Dict[str, Any]], project: Optional[str] = None
+    ) -> bool:
         encoded = encode_span_batch(spans, changes, self._encoder)
         for name in encoded.unencodable:
             self._report.count("spans_unencodable")
@@ -311,9 +344,9 @@ class OpikExporter(SpanExporter):
             )
         if not encoded.items:
             return not encoded.unencodable
-        return self._enqueue(Payload(SPANS, body=encoded.body), encoded.items)
+        return self._enqueue(Payload(SPANS, body=encoded.body), encoded.items, project)
 
-    def _enqueue(self, payload: Payload, items: int) -> bool:
+    def _enqueue(self, payload: Payload, items: int, project: Optional[str] = None) -> bool:
         fitted = fit(payload, self._max_request_bytes)
         if fitted.splits:
             self._report.count("requests_split", fitted.splits)
@@ -322,19 +355,19 @@ class OpikExporter(SpanExporter):
         stored = True
         for piece in fitted.pieces:
             count = items if len(fitted.pieces) == 1 else piece.item_count()
-            if not self._queue.append(self._record(payload.kind, piece.body, count)):
+            if not self._queue.append(self._record(payload.kind, piece.body, count, project)):
                 self._report.count("requests_lost")
                 stored = False
         self._sender.notify()
         return stored
 
-    def _record(self, kind: str, body: bytes, items: int) -> Record:
+    def _record(self, kind: str, body: bytes, items: int, project: Optional[str] = None) -> Record:
         gzipped = kind == SPANS and self._compression == "gzip"
         return Record(
             kind=kind,
             body=gzip_compress(body) if gzipped else body,
             destination=without_credentials(self._endpoints[kind]),
-            project=self._config.project_name,
+            project=project or self._config.project_name,
             workspace=self._config.workspace,
             content_type="application/x-protobuf" if kind == SPANS else "application/json",
             content_encoding="gzip" if gzipped else None,

@@ -19,8 +19,9 @@ from opentelemetry.baggage import _BAGGAGE_KEY
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 from ._logging import get_logger
-from .attributes import OPIK_SPAN_ID, OPIK_TRACE_ID
+from .attributes import OPIK_SPAN_ID, OPIK_TRACE_ID, PROJECT_NAME
 from .ids import canonical_uuid_v7
+from .projects import OPIK_PROJECT_NAME_BAGGAGE, usable_project_name
 
 LOGGER = get_logger(__name__)
 
@@ -33,10 +34,12 @@ PROPAGATED_LINKAGE_KEY = create_key("opik-propagated-linkage")
 
 
 class Linkage(NamedTuple):
-    """Where a new span belongs in Opik: its trace, and the Opik id of its parent span."""
+    """Where a new span belongs in Opik: its trace, the Opik id of its parent span, and
+    the trace's project (``None``: the exporter's configured project)."""
 
     trace_id: str
     parent_span_id: Optional[str]
+    project_name: Optional[str] = None
 
 
 def span_attributes(span: Any) -> Mapping[str, Any]:
@@ -64,7 +67,14 @@ def span_linkage(span: Any) -> Optional[Linkage]:
     span_id = canonical_uuid_v7(attributes.get(OPIK_SPAN_ID))
     if trace_id is None or span_id is None:
         return None
-    return Linkage(trace_id, span_id)
+    return Linkage(trace_id, span_id, _attribute_project(attributes))
+
+
+def _attribute_project(attributes: Mapping[str, Any]) -> Optional[str]:
+    # Only this package writes the attribute, from a name it has checked; checking it
+    # again on every span start would cost per character. The exporter checks it once.
+    value = attributes.get(PROJECT_NAME)
+    return value if type(value) is str else None
 
 
 def parent_span_linkage(attributes: Mapping[str, Any]) -> Optional[Linkage]:
@@ -78,7 +88,7 @@ def parent_span_linkage(attributes: Mapping[str, Any]) -> Optional[Linkage]:
     trace_id = canonical_uuid_v7(raw_trace_id)
     span_id = canonical_uuid_v7(raw_span_id)
     if trace_id is not None and span_id is not None:
-        return Linkage(trace_id, span_id)
+        return Linkage(trace_id, span_id, _attribute_project(attributes))
     bad_key, bad_value = (
         (OPIK_TRACE_ID, raw_trace_id) if trace_id is None else (OPIK_SPAN_ID, raw_span_id)
     )
@@ -101,6 +111,7 @@ def baggage_linkage(entries: Mapping[str, Any]) -> Optional[Linkage]:
     raw_trace_id = entries.get(OPIK_TRACE_ID)
     raw_span_id = entries.get(OPIK_SPAN_ID)
     trace_id = canonical_uuid_v7(raw_trace_id)
+    project = usable_project_name(entries.get(OPIK_PROJECT_NAME_BAGGAGE))
     if trace_id is None:
         LOGGER.warning(
             "Baggage entry '%s' is missing or not a UUIDv7 (%.60r); "
@@ -110,7 +121,7 @@ def baggage_linkage(entries: Mapping[str, Any]) -> Optional[Linkage]:
         )
         return None
     if raw_span_id is None:
-        return Linkage(trace_id, None)
+        return Linkage(trace_id, None, project)
     span_id = canonical_uuid_v7(raw_span_id)
     if span_id is None:
         LOGGER.warning(
@@ -120,7 +131,7 @@ def baggage_linkage(entries: Mapping[str, Any]) -> Optional[Linkage]:
             raw_span_id,
         )
         return None
-    return Linkage(trace_id, span_id)
+    return Linkage(trace_id, span_id, project)
 
 
 def resolve_linkage(context: Optional[Context], opik_spans: Any = None) -> Optional[Linkage]:
@@ -185,7 +196,21 @@ def opik_sdk_linkage(context_storage: Any) -> Optional[Linkage]:
     trace_id = canonical_uuid_v7(getattr(span_data, "trace_id", None))
     if trace_id is None:
         return None
-    return Linkage(trace_id, canonical_uuid_v7(getattr(span_data, "id", None)))
+    # The SDK resolves @track(project_name=...) and opik.project_context() into each
+    # span's project_name; None means its configured project, which it reads from the
+    # same OPIK_PROJECT_NAME / ~/.opik.config as the exporter.
+    project = usable_project_name(getattr(span_data, "project_name", None))
+    return Linkage(trace_id, canonical_uuid_v7(getattr(span_data, "id", None)), project)
+
+
+def opik_context_project(context_storage: Any) -> Optional[str]:
+    """The project an enclosing ``opik.project_context(...)`` (or ``@track``) set, if any.
+
+    Args:
+        context_storage: the imported ``opik.context_storage`` module.
+    """
+    getter = getattr(context_storage, "get_context_project_name", None)
+    return None if getter is None else usable_project_name(getter())
 
 
 def is_local_root(context: Optional[Context]) -> bool:

@@ -11,8 +11,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 from opentelemetry.sdk.trace import ReadableSpan
 
 from ._logging import get_logger
-from .attributes import MINTED_TRACE, OPIK_TRACE_ID
+from .attributes import MINTED_TRACE, OPIK_TRACE_ID, PROJECT_NAME
 from .linkage import span_attributes
+from .projects import usable_project_name
 from .jsontext import dump_json
 from .spans import (
     distinct_span_id_fix,
@@ -49,12 +50,16 @@ class TraceOptions:
 @dataclass
 class PreparedBatch:
     """Spans ready to encode with their attribute changes, and the trace rows to write
-    before them."""
+    before them.
+
+    ``projects[i]`` is the project ``spans[i]`` names (its trace's), ``None`` for the
+    exporter's own."""
 
     spans: List[ReadableSpan]
     # Per span: attributes to set (``None`` removes), applied by the encoder as it writes.
     changes: List[Dict[str, Any]]
     rows: List[Dict[str, Any]]
+    projects: List[Optional[str]] = field(default_factory=list)
 
 
 def prepare_batch(
@@ -66,6 +71,8 @@ def prepare_batch(
     prepared: List[ReadableSpan] = []
     all_changes: List[Dict[str, Any]] = []
     rows: List[Dict[str, Any]] = []
+    projects: List[Optional[str]] = []
+    checked: Dict[Any, Optional[str]] = {}
     for span in spans:
         span = with_text_keys_and_name(span)
         attributes = span_attributes(span)
@@ -73,19 +80,27 @@ def prepare_batch(
         changes = invalid_usage_removals(attributes)
         if MINTED_TRACE in attributes:
             changes[MINTED_TRACE] = None
+        project = None
+        if PROJECT_NAME in attributes:
+            changes[PROJECT_NAME] = None
+            raw = attributes[PROJECT_NAME]
+            if raw not in checked:
+                checked[raw] = usable_project_name(raw) if isinstance(raw, str) else None
+            project = checked[raw]
         id_fixes(attributes, changes)
         distinct_span_id_fix(span, changes, seen_span_ids)
         if span.parent is None and (minted or OPIK_TRACE_ID not in attributes):
             changes.update(root_options(attributes, options))
         strict_json_fixes(attributes, changes)
         if minted and span.parent is None:
-            row = trace_row(sendable_copy(span, changes), options)
+            row = trace_row(sendable_copy(span, changes), options, project)
             if row is not None:
                 rows.append(row)
         prepared.append(span)
         all_changes.append(changes)
+        projects.append(project)
     # Resources and scopes are hashed to group spans: a broken one must be repaired first.
-    return PreparedBatch(sendable_surroundings(prepared), all_changes, rows)
+    return PreparedBatch(sendable_surroundings(prepared), all_changes, rows, projects)
 
 
 def sendable_copy(span: ReadableSpan, changes: Mapping[str, Any]) -> ReadableSpan:
@@ -109,12 +124,14 @@ def root_options(attributes: Mapping[str, Any], options: TraceOptions) -> Dict[s
     return changes
 
 
-def trace_row(root: ReadableSpan, options: TraceOptions) -> Optional[Dict[str, Any]]:
+def trace_row(
+    root: ReadableSpan, options: TraceOptions, project: Optional[str] = None
+) -> Optional[Dict[str, Any]]:
     """The REST trace row of a minted root span, or ``None`` (logged) when it cannot be built."""
     try:
         return trace_row_from_span(
             root,
-            project_name=options.project_name,
+            project_name=project or options.project_name,
             tags=options.tags,
             metadata=options.metadata,
             thread_id=options.thread_id,

@@ -10,26 +10,41 @@ fresh ``opik.span_id`` and its parent's Opik id.
 """
 
 import sys
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Protocol
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from ._logging import get_logger
-from .attributes import MINTED_TRACE, OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
+from .attributes import MINTED_TRACE, OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID, PROJECT_NAME
 from .ids import IdGenerator
-from .linkage import is_local_root, opik_span_stack, resolve_linkage
+from .linkage import is_local_root, opik_context_project, opik_span_stack, resolve_linkage
+from .projects import usable_project_name
 
 LOGGER = get_logger(__name__)
 
 _CANONICAL_ID_LENGTH = 36
 
 
-def minted_root_attributes(span: Span, ids: IdGenerator) -> Dict[str, Any]:
+class RootStartSink(Protocol):
+    """What writes a minted trace's row when its root starts (``OpikExporter``)."""
+
+    def root_started(self, span: ReadableSpan) -> None:
+        """Take note of a minted root that has just started; must return at once."""
+
+
+def minted_root_attributes(span: Span, ids: IdGenerator, project_name: Optional[str] = None) -> Dict[str, Any]:
     """Opik ids for a new trace rooted at ``span``, marked for trace-row creation."""
     start_ms = (span.start_time or 0) // 1_000_000 or None
-    return {OPIK_TRACE_ID: ids.new_id(start_ms), OPIK_SPAN_ID: ids.new_id(start_ms), MINTED_TRACE: True}
+    attributes: Dict[str, Any] = {
+        OPIK_TRACE_ID: ids.new_id(start_ms),
+        OPIK_SPAN_ID: ids.new_id(start_ms),
+        MINTED_TRACE: True,
+    }
+    if project_name is not None:
+        attributes[PROJECT_NAME] = project_name
+    return attributes
 
 
 def set_linkage_attributes(span: Span, attributes: Dict[str, Any]) -> None:
@@ -61,15 +76,34 @@ class OpikSpanProcessor(SpanProcessor):
     does not matter. It keeps no per-span state, so one instance serves any number of
     threads and asyncio tasks.
 
+    Every span is also stamped with the project of the trace it joins (the
+    ``@opik.track`` span's project, or the one the caller's headers or baggage name),
+    so that ``OpikExporter`` writes it to that project.
+
     Args:
         mint_root_ids: also give every local root span (no parent at all, no inherited
             linkage) a fresh Opik trace id and span id, so an OTel-first service can
-            hand its trace to downstream services. The trace row must then be created
-            by ``OpikExporter``, which ``opik_otel.configure`` sets up for you.
+            hand its trace to downstream services. Their trace rows are written by
+            ``OpikExporter``. Defaults to ``True`` when ``exporter`` is given.
+        exporter: the ``OpikExporter`` of the same provider (what
+            ``opik_otel.configure`` wires for you). Minted traces then go to its
+            project, and their trace rows and root spans are written as soon as the
+            root starts instead of when it ends, so children are never orphans, even
+            when the process dies before the root ends.
     """
 
-    def __init__(self, mint_root_ids: bool = False) -> None:
-        self._mint_root_ids = mint_root_ids
+    def __init__(self, mint_root_ids: Optional[bool] = None, exporter: Optional[RootStartSink] = None) -> None:
+        self._mint_root_ids = exporter is not None if mint_root_ids is None else bool(mint_root_ids)
+        self._exporter = exporter
+        config = getattr(exporter, "config", None)
+        self._project_name = usable_project_name(getattr(config, "project_name", None))
+        if self._mint_root_ids and exporter is None:
+            LOGGER.warning(
+                "OpikSpanProcessor(mint_root_ids=True) has no exporter=: minted traces get their Opik "
+                "trace rows only when their root span ends and reaches an OpikExporter, so their spans are "
+                "orphans until then (for ever if the process dies first). Pass exporter=<your OpikExporter>, "
+                "or use opik_otel.configure()."
+            )
         self._ids = IdGenerator()
         # Found once the application imports opik; spans outside any tracked function
         # then cost one read of it instead of a walk through the SDK's modules.
@@ -83,7 +117,7 @@ class OpikSpanProcessor(SpanProcessor):
             linkage = resolve_linkage(parent_context, opik_spans)
             if linkage is None:
                 if self._mint_root_ids and is_local_root(parent_context):
-                    set_linkage_attributes(span, minted_root_attributes(span, self._ids))
+                    self._mint(span)
                 return
             start_ns = span.start_time
             attributes = {
@@ -92,9 +126,20 @@ class OpikSpanProcessor(SpanProcessor):
             }
             if linkage.parent_span_id is not None:
                 attributes[OPIK_PARENT_SPAN_ID] = linkage.parent_span_id
+            if linkage.project_name is not None:
+                attributes[PROJECT_NAME] = linkage.project_name
             set_linkage_attributes(span, attributes)
         except Exception:  # a telemetry hook must never break the traced code
             LOGGER.warning("Could not apply Opik linkage to a span.", exc_info=True)
+
+    def _mint(self, span: Span) -> None:
+        # Opik's project rule: an enclosing opik.project_context() wins over the
+        # configured project. Looked up only for roots, and only when opik is imported.
+        context_storage = sys.modules.get("opik.context_storage")
+        project = opik_context_project(context_storage) if context_storage is not None else None
+        set_linkage_attributes(span, minted_root_attributes(span, self._ids, project or self._project_name))
+        if self._exporter is not None:
+            self._exporter.root_started(span)
 
     def on_end(self, span: ReadableSpan) -> None:
         pass

@@ -7,7 +7,9 @@ carries Opik linkage with no code change:
 - inject (client side): when the span making the call is in an Opik trace, writes
   ``opik_trace_id`` / ``opik_parent_span_id`` — the headers the Opik SDK reads — and
   by default also ``opik-trace-id`` / ``opik-parent-span-id``, which survive gunicorn
-  and nginx (both silently drop header names containing underscores);
+  and nginx (both silently drop header names containing underscores); plus
+  ``opik_project_name`` / ``opik-project-name`` when the trace's project is known, so
+  that an opik_otel callee writes to the caller's project (the Opik SDK ignores them);
 - extract (server side): reads either spelling, with the rules of
   :func:`~opik_otel.extract_opik_distributed_trace_attributes`, into the returned
   context, where :class:`~opik_otel.OpikSpanProcessor` finds it and links the server
@@ -46,17 +48,24 @@ from .distributed_trace import (
     extract_opik_distributed_trace_attributes,
 )
 from .linkage import PROPAGATED_LINKAGE_KEY, Linkage, resolve_linkage
+from .projects import (
+    OPIK_PROJECT_NAME_BAGGAGE,
+    OPIK_PROJECT_NAME_HEADER,
+    OPIK_PROJECT_NAME_HEADER_HYPHENATED,
+)
 
 LOGGER = get_logger(__name__)
 
 # Normalized (lower-case, underscore) names: what _normalized_header_name() yields.
-_OPIK_HEADER_NAMES = frozenset((OPIK_TRACE_ID_HEADER, OPIK_PARENT_SPAN_ID_HEADER))
+_OPIK_HEADER_NAMES = frozenset((OPIK_TRACE_ID_HEADER, OPIK_PARENT_SPAN_ID_HEADER, OPIK_PROJECT_NAME_HEADER))
 # Spellings asked for one by one when a getter cannot list the carrier's keys.
 _SPELLINGS = (
     OPIK_TRACE_ID_HEADER,
     OPIK_TRACE_ID_HEADER_HYPHENATED,
     OPIK_PARENT_SPAN_ID_HEADER,
     OPIK_PARENT_SPAN_ID_HEADER_HYPHENATED,
+    OPIK_PROJECT_NAME_HEADER,
+    OPIK_PROJECT_NAME_HEADER_HYPHENATED,
 )
 _BAGGAGE_HEADER = "baggage"
 _W3C_BAGGAGE = W3CBaggagePropagator()
@@ -110,9 +119,15 @@ class OpikPropagator(TextMapPropagator):
     def __init__(self, hyphenated: bool = True, baggage: bool = False) -> None:
         self._hyphenated = bool(hyphenated)
         self._baggage = bool(baggage)
-        fields = {OPIK_TRACE_ID_HEADER, OPIK_PARENT_SPAN_ID_HEADER}
+        fields = {OPIK_TRACE_ID_HEADER, OPIK_PARENT_SPAN_ID_HEADER, OPIK_PROJECT_NAME_HEADER}
         if self._hyphenated:
-            fields.update((OPIK_TRACE_ID_HEADER_HYPHENATED, OPIK_PARENT_SPAN_ID_HEADER_HYPHENATED))
+            fields.update(
+                (
+                    OPIK_TRACE_ID_HEADER_HYPHENATED,
+                    OPIK_PARENT_SPAN_ID_HEADER_HYPHENATED,
+                    OPIK_PROJECT_NAME_HEADER_HYPHENATED,
+                )
+            )
         if self._baggage:
             fields.add(_BAGGAGE_HEADER)
         self._fields = frozenset(fields)
@@ -149,7 +164,9 @@ class OpikPropagator(TextMapPropagator):
                 if context.get(PROPAGATED_LINKAGE_KEY) is not None:
                     return set_value(PROPAGATED_LINKAGE_KEY, None, context)
                 return context
-            linkage = Linkage(attributes.opik_trace_id, attributes.opik_parent_span_id)
+            linkage = Linkage(
+                attributes.opik_trace_id, attributes.opik_parent_span_id, attributes.opik_project_name
+            )
             result = set_value(PROPAGATED_LINKAGE_KEY, linkage, context)
             if self._baggage:
                 result = _with_linkage_baggage(result, linkage)
@@ -184,6 +201,10 @@ class OpikPropagator(TextMapPropagator):
                     setter.set(
                         carrier, OPIK_PARENT_SPAN_ID_HEADER_HYPHENATED, linkage.parent_span_id
                     )
+            if linkage.project_name is not None:
+                setter.set(carrier, OPIK_PROJECT_NAME_HEADER, linkage.project_name)
+                if self._hyphenated:
+                    setter.set(carrier, OPIK_PROJECT_NAME_HEADER_HYPHENATED, linkage.project_name)
             base = context if context is not None else get_current()
             # Baggage that already carries opik.* entries names the upstream span; left
             # as is, a downstream service reading only baggage would hang under it.
@@ -220,6 +241,10 @@ def _has_opik_baggage(context: Context) -> bool:
 def _with_linkage_baggage(context: Context, linkage: Linkage) -> Context:
     """``context`` with its ``opik.*`` baggage entries set to ``linkage``."""
     context = baggage.set_baggage(OPIK_TRACE_ID, linkage.trace_id, context)
+    if linkage.project_name is None:
+        context = baggage.remove_baggage(OPIK_PROJECT_NAME_BAGGAGE, context)
+    else:
+        context = baggage.set_baggage(OPIK_PROJECT_NAME_BAGGAGE, linkage.project_name, context)
     if linkage.parent_span_id is None:
         return baggage.remove_baggage(OPIK_SPAN_ID, context)
     return baggage.set_baggage(OPIK_SPAN_ID, linkage.parent_span_id, context)

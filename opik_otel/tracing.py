@@ -161,7 +161,7 @@ def configure(
         )
         return existing
 
-    linkage = OpikSpanProcessor(mint_root_ids=mint_root_ids)
+    linkage = OpikSpanProcessor(mint_root_ids=mint_root_ids, exporter=exporter)
     provider.add_span_processor(linkage)
     batch = batching()
     provider.add_span_processor(batch)

@@ -166,8 +166,13 @@ def test_run_time_trace_id_and_distributed_headers_match_what_opik_stores(opik, 
 
     spans = by_name(opik.spans())
     assert opik.trace(trace_id) is not None and opik.trace(trace_id).name == "root"
-    assert root_headers == {"opik_trace_id": trace_id, "opik_parent_span_id": spans["root"].id}
-    assert call_headers == {"opik_trace_id": trace_id, "opik_parent_span_id": spans["outgoing-call"].id}
+    # The project travels too, so an opik_otel callee writes into this trace's project.
+    assert root_headers == {
+        "opik_trace_id": trace_id, "opik_parent_span_id": spans["root"].id, "opik_project_name": "ids"
+    }
+    assert call_headers == {
+        "opik_trace_id": trace_id, "opik_parent_span_id": spans["outgoing-call"].id, "opik_project_name": "ids"
+    }
     assert spans["outgoing-call"].parent_span_id == spans["root"].id
     assert opik.orphans() == []
 

@@ -50,7 +50,7 @@ def test_distributed_demo_prints_one_clean_trace_per_request():
     pytest.importorskip("opik")
     result = run_example("distributed_demo.py", timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "OK: 2 traces, 16 spans" in result.stdout
+    assert "OK: 4 traces, 26 spans" in result.stdout
     assert "FAIL" not in result.stdout
 
 
@@ -62,11 +62,16 @@ def test_distributed_demo_sends_to_the_configured_opik_instead():
         result = run_example("distributed_demo.py", timeout=180, OPIK_URL_OVERRIDE=configured.url)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "embedded LocalOpik" not in result.stdout
-        assert configured.wait_for_spans(16, timeout=20)
+        assert configured.wait_for_spans(26, timeout=20)
         assert sorted(t.name for t in configured.traces()) == [
+            "POST /ask",
+            "agent: other project",
             "otel-client: nightly report",
             "sdk-client: user question",
         ]
+        assert {t.project_name for t in configured.traces() if t.name == "agent: other project"} == {
+            "opik-otel-demo-agents"
+        }
         assert configured.orphans() == []
 
 

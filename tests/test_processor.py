@@ -703,3 +703,35 @@ def test_processor_respects_attribute_limits():
         assert child.attributes[OPIK_PARENT_SPAN_ID] == boundary.attributes[OPIK_SPAN_ID]
         child.end()
     provider.shutdown()
+
+
+# --- wired to an OpikExporter: minting, project, root start --------------------------------
+
+
+def test_exporter_makes_minting_the_default_with_its_project(opik, tmp_path, caplog):
+    from opik_otel import OpikExporter
+    from opik_otel.attributes import MINTED_TRACE, PROJECT_NAME
+
+    opik_exporter = OpikExporter(opik.url, project_name="wired", spool_directory=tmp_path / "spool")
+    recorded = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(OpikSpanProcessor(exporter=opik_exporter))
+    provider.add_span_processor(SimpleSpanProcessor(recorded))
+    try:
+        with provider.get_tracer("t").start_as_current_span("root"):
+            with provider.get_tracer("t").start_as_current_span("child"):
+                pass
+    finally:
+        provider.shutdown()
+        opik_exporter.shutdown()
+    child, root = recorded.get_finished_spans()
+    assert root.attributes[MINTED_TRACE] is True
+    assert root.attributes[PROJECT_NAME] == child.attributes[PROJECT_NAME] == "wired"
+    assert "no exporter=" not in caplog.text
+
+
+def test_minting_without_an_exporter_warns_once_at_construction(caplog):
+    with caplog.at_level(logging.WARNING, logger="opik_otel"):
+        OpikSpanProcessor(mint_root_ids=True)
+        OpikSpanProcessor()
+    assert caplog.text.count("no exporter=") == 1

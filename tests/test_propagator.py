@@ -21,8 +21,8 @@ OTHER_TRACE = "0192f5e0-7b3e-7000-a000-000000000001"
 OTHER_PARENT = "0192f5e0-7b3f-7000-b000-000000000002"
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
-UNDERSCORE = {"opik_trace_id", "opik_parent_span_id"}
-HYPHENATED = {"opik-trace-id", "opik-parent-span-id"}
+UNDERSCORE = {"opik_trace_id", "opik_parent_span_id", "opik_project_name"}
+HYPHENATED = {"opik-trace-id", "opik-parent-span-id", "opik-project-name"}
 
 
 def linkage_of(span):
@@ -178,7 +178,7 @@ def test_inject_with_a_custom_setter(tracer):
         carrier = []
         OpikPropagator().inject(carrier, setter=ListSetter())
     names = [name for name, _ in carrier]
-    assert set(names) == UNDERSCORE | HYPHENATED
+    assert set(names) == {"opik_trace_id", "opik_parent_span_id", "opik-trace-id", "opik-parent-span-id"}
 
 
 # --- extract: spellings and carriers ------------------------------------------------------

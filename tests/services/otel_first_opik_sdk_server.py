@@ -27,11 +27,17 @@ def lookup(question: str) -> str:
     return question.upper()
 
 
+def _first(value):
+    return value.split(",")[0].strip() if value else value
+
+
 @app.route("/work")
 def work():
+    # wsgiref joins opik_trace_id and opik-trace-id (an OpikPropagator caller sends
+    # both) into one "<id>,<id>" value (contract section 6); the SDK takes one id.
     headers = {
-        "opik_trace_id": request.headers.get("opik_trace_id"),
-        "opik_parent_span_id": request.headers.get("opik_parent_span_id"),
+        "opik_trace_id": _first(request.headers.get("opik_trace_id")),
+        "opik_parent_span_id": _first(request.headers.get("opik_parent_span_id")),
     }
     answer = handle("shipped orders", opik_distributed_trace_headers=headers)
     opik.flush_tracker()
