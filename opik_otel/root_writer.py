@@ -62,7 +62,10 @@ class OpenRootWriter:
             if early:
                 first = self._provisional(early)
                 batch = PreparedBatch(
-                    first.spans + batch.spans, first.rows + batch.rows, first.projects + batch.projects
+                    first.spans + batch.spans,
+                    first.changes + batch.changes,
+                    first.rows + batch.rows,
+                    first.projects + batch.projects,
                 )
             return self._enqueue(batch)
 
