@@ -18,11 +18,14 @@ from opik_otel.testing import LocalOpik
 INTEGRATION_MODULES = frozenset(
     {
         "test_examples",
+        "test_lifecycle",
         "test_multi_service",
         "test_otel_first_chain",
+        "test_projects",
         "test_readme",
         "test_two_process",
         "test_zero_code",
+        "test_zero_code_roots",
     }
 )
 
