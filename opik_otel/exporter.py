@@ -38,14 +38,16 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ._logging import DEFAULT_INTERVAL_SECONDS, get_logger
-from .attributes import MINTED_TRACE, OPIK_TRACE_ID
+from .attributes import DROPPED_SPAN, MINTED_TRACE, OPIK_TRACE_ID, PROJECT_NAME, SAMPLED_OUT, TRACE_ATTRIBUTES
 from .batching import if_alive, suppressed_context
 from .config import ConfigurationError, OpikConfig, _validate_header_value, resolve_config
 from .linkage import span_attributes
+from .masking import Masker, MaskFunction, Scrub
 from .payloads import SPANS, TRACES, Payload, dump_json
 from .retry import RetryPolicy, describe_failure, parse_retry_after, redact_url
-from .spans import id_fixes, invalid_usage_removals, needs_fix, sendable_span, value_fixes
+from .spans import copy_span, id_fixes, invalid_usage_removals, needs_fix, sendable_span, value_fixes
 from .spool import DiskSpool
+from .trace_attributes import trace_options
 from .trace_rows import (
     OPIK_METADATA,
     OPIK_TAGS,
@@ -86,6 +88,9 @@ _RESERVED_HEADERS = frozenset(
      "te", "trailer", "upgrade", "expect"}
 )
 # Fields of a trace row whose string values may be cut to fit a request.
+
+# Private attributes of this package: never exported (Opik would store them as input).
+_PRIVATE_MARKERS = (MINTED_TRACE, DROPPED_SPAN, SAMPLED_OUT, TRACE_ATTRIBUTES, PROJECT_NAME)
 
 _DELIVERED = "delivered"
 _KEEP = "keep"
@@ -153,6 +158,15 @@ class OpikExporter(SpanExporter):
             spool at once; the replayer then waits as asked.
         replay_policy: backoff of the spool replayer between failed attempts
             (default: 0.5 s doubling, at most 10 s; it never gives up).
+        mask: ``(key, value) -> value`` applied, on the export thread, to every
+            attribute value of spans, events and links except Opik's own keys
+            (``opik.*``, ``gen_ai.usage.*``, thread keys); a mask that raises withholds
+            that value (one warning). The Opik SDK's registered anonymizers
+            (``opik.hooks.add_anonymizer``) apply to span input/output attributes too.
+        scrub: replace the values of keys naming a credential (authorization,
+            cookie, password, secret, api key, access/refresh token, ...) with a
+            marker: ``True`` (default), ``False``, or a list of extra key patterns
+            (regular expressions, matched in the lower-cased key).
     """
 
     def __init__(
@@ -176,6 +190,8 @@ class OpikExporter(SpanExporter):
         verify: Union[bool, str, "os.PathLike[str]"] = True,
         retry_policy: Optional[RetryPolicy] = None,
         replay_policy: Optional[RetryPolicy] = None,
+        mask: Optional[MaskFunction] = None,
+        scrub: Scrub = True,
     ) -> None:
         if config_path is not None and not isinstance(config_path, str):
             config_path = _path_setting("config_path", config_path)
@@ -192,6 +208,7 @@ class OpikExporter(SpanExporter):
         self._retry_policy = _validated_policy("retry_policy", retry_policy, DEFAULT_RETRY_POLICY)
         self._replay_policy = _validated_policy("replay_policy", replay_policy, DEFAULT_REPLAY_POLICY)
         self._compression = compression
+        self._masker = Masker(mask, scrub)
         extra_headers = _validated_headers(headers)
 
         self._span_endpoint = _validated_endpoint(otlp_endpoint) if otlp_endpoint is not None else self._config.otlp_traces_endpoint
@@ -365,49 +382,77 @@ class OpikExporter(SpanExporter):
     # --- preparing a batch --------------------------------------------------------
 
     def _prepare(self, spans: Sequence[ReadableSpan]) -> Tuple[List[ReadableSpan], List[Dict[str, Any]]]:
-        """Strip private markers, add trace-level options to root spans, make ids and
-        values sendable, collect trace rows."""
+        """Leave out filtered and sampled-out spans, mask values, strip private markers,
+        add trace-level options to root spans, make ids and values sendable, collect
+        trace rows."""
         prepared: List[ReadableSpan] = []
         rows: List[Dict[str, Any]] = []
+        masker = self._masker if self._masker.active else None
         for span in spans:
             attributes = span_attributes(span)
+            if attributes.get(SAMPLED_OUT) is True:
+                continue
             minted = attributes.get(MINTED_TRACE) is True
+            dropped = attributes.get(DROPPED_SPAN) is True
+            if dropped and not (minted and span.parent is None):
+                continue  # filtered out; no row to write from it either
+            if masker is not None:
+                events, links = masker.events_and_links(span)
+                if events is not None or links is not None:
+                    span = copy_span(span, events=events, links=links)
             changes = invalid_usage_removals(attributes)
-            if MINTED_TRACE in attributes:
-                changes[MINTED_TRACE] = None
+            for marker in _PRIVATE_MARKERS:
+                if marker in attributes:
+                    changes[marker] = None
             id_fixes(attributes, changes)
-            if span.parent is None and (minted or OPIK_TRACE_ID not in attributes):
-                changes.update(self._root_options(attributes))
+            is_root = span.parent is None
+            options = trace_options(self._tags, self._metadata, self._thread_id, attributes) if is_root else None
+            if options is not None and (minted or OPIK_TRACE_ID not in attributes):
+                changes.update(self._root_options(attributes, *options))
+            if masker is not None:
+                masker.attribute_changes(attributes, changes)
             value_fixes(attributes, changes)
+            project = attributes.get(PROJECT_NAME)
             span = sendable_span(span, changes)
-            if minted and span.parent is None:
-                row = self._trace_row(span)
+            if minted and options is not None:
+                row = self._trace_row(span, project if isinstance(project, str) else None, *options)
                 if row is not None:
                     rows.append(row)
-            prepared.append(span)
+            if not dropped:
+                prepared.append(span)
         return prepared, rows
 
-    def _root_options(self, attributes: Mapping[str, Any]) -> Dict[str, Any]:
+    def _root_options(
+        self, attributes: Mapping[str, Any], tags: List[str], metadata: Dict[str, Any], thread_id: Optional[str]
+    ) -> Dict[str, Any]:
         """Trace-level options, written on a root span the way Opik reads them from it."""
         changes: Dict[str, Any] = {}
-        if self._tags:
-            changes[OPIK_TAGS] = merge_tags(self._tags, attributes.get(OPIK_TAGS))
-        if self._metadata:
+        if tags:
+            changes[OPIK_TAGS] = merge_tags(tags, attributes.get(OPIK_TAGS))
+        if metadata:
             # Only the opik.metadata blob: opik.metadata.<key> attributes stay as they are.
             blob = {OPIK_METADATA: attributes[OPIK_METADATA]} if OPIK_METADATA in attributes else {}
-            changes[OPIK_METADATA] = dump_json(merge_metadata(self._metadata, blob))
-        if self._thread_id and not any(key in attributes for key in THREAD_ID_ATTRIBUTES):
-            changes[THREAD_ID_ATTRIBUTES[0]] = self._thread_id
+            changes[OPIK_METADATA] = dump_json(merge_metadata(metadata, blob))
+        if thread_id and (thread_id != self._thread_id or not any(key in attributes for key in THREAD_ID_ATTRIBUTES)):
+            # A trace_attributes() thread wins over the span's own; the configured one does not.
+            changes[THREAD_ID_ATTRIBUTES[0]] = thread_id
         return changes
 
-    def _trace_row(self, root: ReadableSpan) -> Optional[Dict[str, Any]]:
+    def _trace_row(
+        self,
+        root: ReadableSpan,
+        project_name: Optional[str],
+        tags: List[str],
+        metadata: Dict[str, Any],
+        thread_id: Optional[str],
+    ) -> Optional[Dict[str, Any]]:
         try:
             return trace_row_from_span(
                 root,
-                project_name=self._config.project_name,
-                tags=self._tags,
-                metadata=self._metadata,
-                thread_id=self._thread_id,
+                project_name=project_name or self._config.project_name,
+                tags=tags,
+                metadata=metadata,
+                thread_id=thread_id,
             )
         except ValueError:
             LOGGER.warning("Could not build an Opik trace row from root span %r.", root.name, exc_info=True)

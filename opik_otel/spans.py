@@ -26,6 +26,7 @@ def copy_span(
     events: Optional[Sequence[Any]] = None,
     name: Optional[str] = None,
     status: Optional[Status] = None,
+    links: Optional[Sequence[Any]] = None,
 ) -> ReadableSpan:
     """Return ``span`` with the given parts replaced, all else kept."""
     if attributes is not None:
@@ -40,7 +41,7 @@ def copy_span(
         resource=span.resource,
         attributes=span.attributes if attributes is None else attributes,
         events=with_dropped(span.events if events is None else events, span.dropped_events),
-        links=with_dropped(span.links, span.dropped_links),
+        links=with_dropped(span.links if links is None else links, span.dropped_links),
         kind=span.kind,
         status=span.status if status is None else status,
         start_time=span.start_time,

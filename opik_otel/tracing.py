@@ -17,6 +17,7 @@ from .batching import (
 )
 from .config import ConfigurationError
 from .exporter import OpikExporter
+from .filtering import SpanFilter
 from .processor import OpikSpanProcessor
 
 LOGGER = get_logger(__name__)
@@ -85,6 +86,8 @@ def configure(
     otlp_endpoint: Optional[str] = None,
     tracer_provider: Optional[TracerProvider] = None,
     mint_root_ids: bool = True,
+    span_filter: "SpanFilter" = None,
+    sample_rate: Optional[float] = None,
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
     schedule_delay_millis: float = DEFAULT_SCHEDULE_DELAY_MILLIS,
     max_export_batch_size: int = DEFAULT_MAX_EXPORT_BATCH_SIZE,
@@ -110,7 +113,11 @@ def configure(
     Settings follow the Opik SDK (arguments > ``OPIK_*`` env > ``~/.opik.config``);
     ``otlp_endpoint`` sends spans through an OTLP/HTTP endpoint such as an
     OpenTelemetry Collector while trace rows still go to Opik. Other keyword
-    arguments go to :class:`~opik_otel.OpikExporter`.
+    arguments go to :class:`~opik_otel.OpikExporter` (``mask=``, ``scrub=`` among them).
+
+    ``span_filter`` (``None``, ``"llm"`` or ``(span) -> bool``) and ``sample_rate``
+    (0..1, per trace, local roots only) decide what reaches Opik; see
+    :class:`~opik_otel.OpikSpanProcessor`.
 
     Raises:
         ConfigurationError: the settings cannot work; the message says what to fix.
@@ -137,7 +144,7 @@ def configure(
         exporter.shutdown(0)
         return OpikTracing(provider, None, None)
 
-    linkage = OpikSpanProcessor(mint_root_ids=mint_root_ids)
+    linkage = OpikSpanProcessor(mint_root_ids=mint_root_ids, span_filter=span_filter, sample_rate=sample_rate)
     provider.add_span_processor(linkage)
     batch = OpikBatchSpanProcessor(
         exporter,
