@@ -127,6 +127,8 @@ def configure(
             f"tracer_provider must be an opentelemetry.sdk.trace.TracerProvider, not {type(tracer_provider).__name__}."
         )
     validate_batching_options(max_queue_size, schedule_delay_millis, max_export_batch_size, exit_timeout_millis)
+    # Built first: it validates span_filter and sample_rate before anything starts.
+    linkage = OpikSpanProcessor(mint_root_ids=mint_root_ids, span_filter=span_filter, sample_rate=sample_rate)
     exporter = OpikExporter(
         url,
         api_key,
@@ -144,7 +146,6 @@ def configure(
         exporter.shutdown(0)
         return OpikTracing(provider, None, None)
 
-    linkage = OpikSpanProcessor(mint_root_ids=mint_root_ids, span_filter=span_filter, sample_rate=sample_rate)
     provider.add_span_processor(linkage)
     batch = OpikBatchSpanProcessor(
         exporter,
