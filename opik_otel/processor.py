@@ -104,7 +104,7 @@ class OpikSpanProcessor(SpanProcessor):
             if linkage is None:
                 if self._mint_root_ids and is_local_root(parent_context):
                     attributes = minted_root_attributes(span)
-                    values = (parent_context if parent_context is not None else get_current()).get(
+                    values: Any = (parent_context if parent_context is not None else get_current()).get(
                         TRACE_ATTRIBUTES_KEY
                     )
                     if values is not None:

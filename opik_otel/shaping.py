@@ -52,7 +52,7 @@ class SpanShaper:
 
     def on_start(self, span: Span, parent_context: Optional[Context]) -> None:
         context = get_current() if parent_context is None else parent_context
-        parent = context.get(_SPAN_KEY)
+        parent: Any = context.get(_SPAN_KEY)
         parent_attributes = span_attributes(parent) if parent is not None else {}
         if SAMPLED_OUT in parent_attributes:
             set_linkage_attributes(span, _SAMPLED_OUT)

@@ -10,7 +10,7 @@ row's, and the private attributes are stripped (contract §4).
 import functools
 import inspect
 import json
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, TypeVar, cast
 
 from opentelemetry.context import Context, attach, create_key, detach, get_current, set_value
 
@@ -99,12 +99,12 @@ class trace_attributes:  # noqa: N801 - used like a function: with trace_attribu
         if user is not None:
             meta[USER_ID_METADATA_KEY] = user
         self._values = TraceAttributes(_text("thread_id", thread_id), _tags(tags), meta, _text("project_name", project_name))
-        self._tokens: List[object] = []
+        self._tokens: List[Any] = []
 
     def context(self, context: Optional[Context] = None) -> Context:
         """``context`` (default: the current one) with these values merged in."""
         base = get_current() if context is None else context
-        outer = base.get(TRACE_ATTRIBUTES_KEY)
+        outer = active_trace_attributes(base)
         values = self._values if outer is None else outer.merged(self._values)
         return set_value(TRACE_ATTRIBUTES_KEY, values, base)
 
@@ -142,7 +142,7 @@ class trace_attributes:  # noqa: N801 - used like a function: with trace_attribu
 
 def active_trace_attributes(context: Context) -> Optional[TraceAttributes]:
     """The values of the ``trace_attributes`` blocks around ``context``, if any."""
-    return context.get(TRACE_ATTRIBUTES_KEY)
+    return cast(Optional[TraceAttributes], context.get(TRACE_ATTRIBUTES_KEY))
 
 
 def root_trace_fields(attributes: Mapping[str, Any]) -> Dict[str, Any]:
