@@ -68,3 +68,24 @@ def test_distributed_demo_sends_to_the_configured_opik_instead():
             "sdk-client: user question",
         ]
         assert configured.orphans() == []
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("span_filter.py", ["  - handle request", "    - chat gpt-4o", "      - search tool"]),
+        ("masking.py", ["'http.request.header.authorization': '[REDACTED by opik_otel]'", "<email>", "'prompt_tokens': 12"]),
+        ("trace_attributes.py", ["turn 0: thread=conversation-7 tags=['my-service', 'beta'] user=user-42"]),
+        ("sampling.py", ["of 40 traces kept"]),
+    ],
+)
+def test_shaping_examples(name, expected):
+    result = run_example(name)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK: " in result.stdout and "FAIL" not in result.stdout
+    lines = [line.split(" (..")[0] for line in result.stdout.splitlines()]
+    text = "\n".join(lines)
+    for piece in expected:
+        assert piece in text, result.stdout
+    if name == "span_filter.py":
+        assert "SELECT documents" not in text and "POST /v1/chat" not in text
