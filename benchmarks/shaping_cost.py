@@ -20,6 +20,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 
 from opik_otel import OpikExporter, OpikSpanProcessor
+from opik_otel.sampling import installed_sampler
 
 SPANS_PER_REQUEST = 4
 
@@ -27,11 +28,13 @@ SPANS_PER_REQUEST = 4
 class Collect(SpanProcessor):
     """Keeps finished spans (bounded), standing in for the batching queue."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int) -> None:
         self.spans: List[ReadableSpan] = []
+        self._limit = limit
 
     def on_end(self, span: ReadableSpan) -> None:
-        if len(self.spans) < 100_000:
+        # Bounded: holding every span of every round would time the garbage collector.
+        if len(self.spans) < self._limit:
             self.spans.append(span)
 
 
@@ -48,10 +51,13 @@ def request(tracer: trace.Tracer) -> None:
                     pass
 
 
-def pipeline(**options: object) -> "tuple[trace.Tracer, Collect]":
+def pipeline(limit: int = 0, **options: object) -> "tuple[trace.Tracer, Collect]":
+    """The provider configure() builds, without the network: its sampler and processor."""
     provider = TracerProvider()
+    rate = options.get("sample_rate")
+    provider.sampler = installed_sampler(provider.sampler, rate if isinstance(rate, float) else None)
     provider.add_span_processor(OpikSpanProcessor(mint_root_ids=True, **options))  # type: ignore[arg-type]
-    collect = Collect()
+    collect = Collect(limit)
     provider.add_span_processor(collect)
     return provider.get_tracer("bench"), collect
 
@@ -82,8 +88,8 @@ def main() -> None:
         tracer, _ = pipeline(**options)
         app[name] = lambda tracer=tracer: app_side(tracer, args.traces)
 
-    tracer, collected = pipeline()
-    for _ in range(args.traces):
+    tracer, collected = pipeline(limit=512)
+    for _ in range(128):
         request(tracer)
     batch = collected.spans[:512]
     common = {"url": "http://127.0.0.1:9/api", "spool_directory": False}

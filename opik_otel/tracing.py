@@ -19,6 +19,7 @@ from .config import ConfigurationError
 from .exporter import OpikExporter
 from .filtering import SpanFilter
 from .processor import OpikSpanProcessor
+from .sampling import installed_sampler, validated_sample_rate
 
 LOGGER = get_logger(__name__)
 
@@ -146,6 +147,9 @@ def configure(
         exporter.shutdown(0)
         return OpikTracing(provider, None, None)
 
+    # Sampled-out traces cost least when their spans are never recorded: only a
+    # sampler can do that (the processor still marks them for tracers made earlier).
+    provider.sampler = installed_sampler(provider.sampler, validated_sample_rate(sample_rate))
     provider.add_span_processor(linkage)
     batch = OpikBatchSpanProcessor(
         exporter,

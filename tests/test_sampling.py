@@ -72,10 +72,31 @@ def test_sampled_out_trace_hands_no_opik_ids_downstream(pipelines, opik):
     from opik_otel import get_distributed_trace_headers, get_opik_trace_id
 
     tracer, _ = pipelines(url=opik.url, sample_rate=0.0)
-    with tracer.start_as_current_span("root"):
-        with tracer.start_as_current_span("child"):
+    with tracer.start_as_current_span("root") as root:
+        with tracer.start_as_current_span("child") as child:
             assert get_distributed_trace_headers() is None
             assert get_opik_trace_id() is None
+            with tracer.start_as_current_span("grandchild") as grandchild:
+                pass
+    # Close to free: only the root is recorded (attach_to_parent may still link it).
+    assert root.attributes.get("opik_otel.sampled_out") is True
+    assert not child.is_recording() and not grandchild.is_recording()
+    assert not hasattr(child, "attributes")
+
+
+def test_second_configure_without_sample_rate_removes_the_sampler(pipelines, opik):
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from opik_otel.sampling import OpikSampler
+
+    provider = TracerProvider()
+    own_sampler = provider.sampler
+    first = configure(url=opik.url, tracer_provider=provider, sample_rate=0.5, spool_directory=False)
+    assert isinstance(provider.sampler, OpikSampler) and provider.sampler.delegate is own_sampler
+    second = configure(url=opik.url, tracer_provider=provider, spool_directory=False)
+    assert provider.sampler is own_sampler
+    first.shutdown()
+    second.shutdown()
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.5, "0.5", float("nan"), True])
