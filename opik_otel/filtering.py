@@ -43,7 +43,6 @@ _LLM_SCOPE_PREFIXES = (
     "langsmith",
     "haystack",
     "strands-agents",
-    "opik",
 ) + tuple(
     "opentelemetry.instrumentation." + name
     for name in (

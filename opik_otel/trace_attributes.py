@@ -27,7 +27,12 @@ TRACE_ATTRIBUTES_KEY = create_key("opik-trace-attributes")
 _THREAD = "thread_id"
 _TAGS = "tags"
 _METADATA = "metadata"
+_PROJECT = "project_name"
 USER_ID_METADATA_KEY = "user_id"
+# Header that carries propagate=True values to downstream opik_otel services; a
+# hyphenated name, which proxies keep. Not W3C baggage: that would reach third parties.
+TRACE_ATTRIBUTES_HEADER = "opik-trace-attributes"
+MAX_HEADER_LENGTH = 4096
 
 
 class TraceAttributes:
@@ -37,15 +42,21 @@ class TraceAttributes:
     starting inside it pays one dict update.
     """
 
-    __slots__ = ("thread_id", "tags", "metadata", "project_name", "span_attributes")
+    __slots__ = ("thread_id", "tags", "metadata", "project_name", "propagate", "span_attributes")
 
     def __init__(
-        self, thread_id: Optional[str], tags: Tuple[str, ...], metadata: Mapping[str, Any], project_name: Optional[str]
+        self,
+        thread_id: Optional[str],
+        tags: Tuple[str, ...],
+        metadata: Mapping[str, Any],
+        project_name: Optional[str],
+        propagate: bool = False,
     ) -> None:
         self.thread_id = thread_id
         self.tags = tags
         self.metadata = dict(metadata)
         self.project_name = project_name
+        self.propagate = propagate
         fields: Dict[str, Any] = {}
         if thread_id is not None:
             fields[_THREAD] = thread_id
@@ -68,7 +79,29 @@ class TraceAttributes:
             tags,
             {**self.metadata, **inner.metadata},
             inner.project_name if inner.project_name is not None else self.project_name,
+            self.propagate or inner.propagate,
         )
+
+    def header_value(self) -> Optional[str]:
+        """The values as the ``opik-trace-attributes`` header (ASCII JSON), or ``None``
+        when they would not fit one."""
+        document: Dict[str, Any] = {}
+        if self.thread_id is not None:
+            document[_THREAD] = self.thread_id
+        if self.tags:
+            document[_TAGS] = list(self.tags)
+        if self.metadata:
+            document[_METADATA] = self.metadata
+        if self.project_name is not None:
+            document[_PROJECT] = self.project_name
+        value = dump_json(document)
+        if len(value) > MAX_HEADER_LENGTH:
+            LOGGER.warning(
+                "trace_attributes(propagate=True) values exceed %d bytes as a header; they are not sent downstream.",
+                MAX_HEADER_LENGTH,
+            )
+            return None
+        return value
 
 
 class trace_attributes:  # noqa: N801 - used like a function: with trace_attributes(...):
@@ -83,6 +116,9 @@ class trace_attributes:  # noqa: N801 - used like a function: with trace_attribu
     has no user field) go to the trace row and root span of each trace rooted inside
     the block; ``project_name`` to every span of those traces. Nested blocks merge:
     the inner one wins for thread, user and project, tags add up, metadata keys merge.
+    With ``propagate=True``, ``OpikPropagator`` carries the merged values to
+    downstream opik_otel services in its own ``opik-trace-attributes`` header (never
+    in W3C baggage), where traces rooted in the request's context get them too.
     Bad values are logged once and ignored; nothing here raises.
     """
 
@@ -93,12 +129,15 @@ class trace_attributes:  # noqa: N801 - used like a function: with trace_attribu
         metadata: Optional[Mapping[str, Any]] = None,
         user_id: Optional[str] = None,
         project_name: Optional[str] = None,
+        propagate: bool = False,
     ) -> None:
         meta = _metadata(metadata)
         user = _text("user_id", user_id)
         if user is not None:
             meta[USER_ID_METADATA_KEY] = user
-        self._values = TraceAttributes(_text("thread_id", thread_id), _tags(tags), meta, _text("project_name", project_name))
+        self._values = TraceAttributes(
+            _text("thread_id", thread_id), _tags(tags), meta, _text("project_name", project_name), bool(propagate)
+        )
         self._tokens: List[Any] = []
 
     def context(self, context: Optional[Context] = None) -> Context:
@@ -208,3 +247,31 @@ def trace_options(
     merged_metadata = {**metadata, **extra_metadata} if isinstance(extra_metadata, dict) else dict(metadata)
     thread = fields.get(_THREAD)
     return merged_tags, merged_metadata, thread if isinstance(thread, str) else thread_id
+
+
+def trace_attributes_from_header(value: Any) -> Optional[TraceAttributes]:
+    """The values an upstream service sent in ``opik-trace-attributes``, or ``None``.
+
+    Untrusted input: anything but a JSON object of the expected shape within the size
+    bound is ignored field by field, with one warning.
+    """
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if not isinstance(value, str) or not value.strip():
+        return None
+    document = None
+    if len(value) <= MAX_HEADER_LENGTH:
+        try:
+            document = json.loads(value)
+        except (ValueError, RecursionError):
+            pass
+    if not isinstance(document, dict):
+        LOGGER.warning("Header '%s' is not a JSON object of trace attributes; it is ignored.", TRACE_ATTRIBUTES_HEADER)
+        return None
+    return TraceAttributes(
+        _text("thread_id", document.get(_THREAD)) if document.get(_THREAD) is not None else None,
+        _tags(document.get(_TAGS)),
+        _metadata(document.get(_METADATA)),
+        _text("project_name", document.get(_PROJECT)) if document.get(_PROJECT) is not None else None,
+        True,
+    )

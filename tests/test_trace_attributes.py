@@ -86,3 +86,52 @@ def test_bad_values_are_ignored_with_a_warning(opik, pipelines, caplog):
     row, _ = _row_and_root(opik, "root")
     assert row.thread_id is None and row.metadata == {"user_id": "u"}
     assert sum("trace_attributes" in r.getMessage() for r in caplog.records) == 3
+
+
+def test_propagate_carries_values_to_a_downstream_service_in_their_own_header(opik, pipelines):
+    from opentelemetry import baggage
+    from opentelemetry import context as otel_context
+
+    from opik_otel import OpikPropagator
+
+    tracer, tracing = pipelines(url=opik.url)
+    propagator = OpikPropagator()
+    not_propagated, carrier = {}, {}
+    with trace_attributes(thread_id="conv-9", tags=["up"], user_id="u-9"):
+        propagator.inject(not_propagated)
+        with trace_attributes(tags=["carried"], propagate=True):
+            with tracer.start_as_current_span("upstream"):
+                propagator.inject(carrier)
+    assert "opik-trace-attributes" not in not_propagated
+    assert "opik-trace-attributes" in carrier
+    assert baggage.get_all() == {}  # nothing went into the user's W3C baggage
+
+    # Downstream: a fresh context, as a server sees it; a trace rooted there gets them.
+    downstream = propagator.extract({"Opik-Trace-Attributes": carrier["opik-trace-attributes"]}, context=otel_context.Context())
+    token = otel_context.attach(downstream)
+    try:
+        with trace_attributes(tags=["down"]):
+            with tracer.start_as_current_span("job") as job:
+                again = {}
+                propagator.inject(again)
+    finally:
+        otel_context.detach(token)
+    assert "opik-trace-attributes" in again  # and on to the next service
+    assert tracing.force_flush(10_000)
+    row, _ = _row_and_root(opik, "job")
+    assert row.thread_id == "conv-9"
+    assert row.tags == ["up", "carried", "down"]
+    assert row.metadata["user_id"] == "u-9"
+    assert job.attributes.get("opik.trace_id") == row.id
+
+
+def test_malformed_propagated_header_is_ignored(opik, pipelines, caplog):
+    from opentelemetry import context as otel_context
+
+    from opik_otel import OpikPropagator
+
+    context = OpikPropagator().extract({"opik-trace-attributes": "{not json"}, context=otel_context.Context())
+    from opik_otel.trace_attributes import active_trace_attributes
+
+    assert active_trace_attributes(context) is None
+    assert any("opik-trace-attributes" in r.getMessage() for r in caplog.records)
