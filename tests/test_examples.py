@@ -51,6 +51,7 @@ def test_distributed_demo_prints_one_clean_trace_per_request():
     result = run_example("distributed_demo.py", timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK: 2 traces, 16 spans" in result.stdout
+    assert "OK: the span_filter='llm' trace keeps only its root and LLM span, no orphans." in result.stdout
     assert "FAIL" not in result.stdout
 
 
@@ -63,10 +64,11 @@ def test_distributed_demo_sends_to_the_configured_opik_instead():
         assert result.returncode == 0, result.stdout + result.stderr
         assert "embedded LocalOpik" not in result.stdout
         assert configured.wait_for_spans(16, timeout=20)
-        assert sorted(t.name for t in configured.traces()) == [
+        assert sorted(t.name for t in configured.traces("opik-otel-demo")) == [
             "otel-client: nightly report",
             "sdk-client: user question",
         ]
+        assert [t.name for t in configured.traces("opik-otel-demo-filtered")] == ["filtered: answer question"]
         assert configured.orphans() == []
 
 
