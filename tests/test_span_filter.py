@@ -168,3 +168,29 @@ def test_llm_filter_keeps_opik_boundaries_and_sdk_children(opik, pipelines):
 def test_bad_span_filter_is_a_configuration_error(bad):
     with pytest.raises(ConfigurationError, match="span_filter"):
         OpikSpanProcessor(span_filter=bad)
+
+
+@pytest.mark.parametrize(
+    "scope, attributes, kept",
+    [
+        ("openinference.instrumentation.openai", {}, True),
+        ("opentelemetry.instrumentation.openai_v2", {}, True),
+        ("opentelemetry.instrumentation.anthropic", {}, True),
+        ("traceloop.tracer", {}, True),
+        ("pydantic-ai", {}, True),
+        ("litellm", {}, True),
+        ("opentelemetry.instrumentation.flask", {}, False),
+        ("opentelemetry.instrumentation.openairline", {}, False),
+        ("my-app", {"llm.model_name": "x"}, True),
+        ("my-app", {"input.value": "x"}, True),
+        ("my-app", {"gen_ai.request.model": "x"}, True),
+        ("my-app", {"db.system": "sqlite", "http.route": "/"}, False),
+    ],
+)
+def test_llm_filter_by_scope_and_attributes_at_start(opik, pipelines, scope, attributes, kept):
+    _, tracing = pipelines(url=opik.url, span_filter="llm")
+    tracer = tracing.tracer_provider.get_tracer(scope)
+    with tracer.start_as_current_span("root"):
+        with tracer.start_as_current_span("child", attributes=attributes) as child:
+            pass
+    assert (child.attributes.get("opik_otel.dropped") is None) is kept
