@@ -8,16 +8,15 @@ A callable ``(span) -> bool`` decides by itself.
 
 Dropping never orphans anything: :class:`~opik_otel.shaping.SpanShaper` gives a dropped
 span its nearest kept ancestor's Opik id, so its descendants chain past it, and the
-exporter leaves it out (see :func:`is_left_out`).
+exporter leaves it out (it carries :data:`~opik_otel.attributes.DROPPED_SPAN`).
 """
 
 import re
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 from opentelemetry.sdk.trace import ReadableSpan
 
 from ._logging import get_logger
-from .attributes import DROPPED_SPAN, SAMPLED_OUT
 from .config import ConfigurationError
 from .linkage import span_attributes
 
@@ -96,11 +95,6 @@ def keeps(predicate: SpanPredicate, span: Any) -> bool:
             exc_info=True,
         )
         return True
-
-
-def is_left_out(attributes: Mapping[str, Any]) -> bool:
-    """Whether the exporter must leave a finished span out (filtered or sampled out)."""
-    return attributes.get(DROPPED_SPAN) is True or attributes.get(SAMPLED_OUT) is True
 
 
 def filter_predicate(span_filter: SpanFilter) -> Optional[SpanPredicate]:

@@ -13,7 +13,7 @@ Only span-start bookkeeping happens here, on the application's thread, with no I
   linking the root to an upstream trace clears the marker, and what starts after is
   kept.
 
-The exporter leaves marked spans out (:func:`opik_otel.filtering.is_left_out`).
+The exporter leaves marked spans out (``OpikExporter`` preparation step).
 """
 
 from typing import Any, Dict, Optional
