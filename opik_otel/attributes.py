@@ -11,3 +11,21 @@ OPIK_PARENT_SPAN_ID = "opik.parent_span_id"
 # exporter knows to create the trace row. Stripped before export: Opik stores any
 # attribute it does not recognise as span input.
 MINTED_TRACE = "opik_otel.minted_trace"
+
+# Private marker on a span that ``span_filter`` or ``sample_rate`` left out of the export.
+# Its ``opik.span_id`` is then its nearest kept ancestor's, so that its descendants and
+# the distributed-trace helpers chain past it. The exporter drops such spans (writing the
+# trace row if the span was a minted root).
+DROPPED_SPAN = "opik_otel.dropped"
+
+# Private marker on a sampled-out local root and its descendants; like DROPPED_SPAN,
+# but ``attach_to_parent`` linking the root to an upstream trace cancels it.
+SAMPLED_OUT = "opik_otel.sampled_out"
+
+# Private attribute on a local root started inside ``trace_attributes(...)``: the
+# trace-level fields (JSON object) the exporter writes on the root span and trace row.
+TRACE_ATTRIBUTES = "opik_otel.trace_attributes"
+
+# Private attribute naming the Opik project of the trace a span belongs to (shared with
+# the per-span project routing; same key).
+PROJECT_NAME = "opik_otel.project_name"

@@ -18,7 +18,7 @@ from opentelemetry import baggage, trace
 from opentelemetry.context import Context, get_current
 
 from ._logging import get_logger
-from .attributes import MINTED_TRACE, OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
+from .attributes import DROPPED_SPAN, MINTED_TRACE, OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID, SAMPLED_OUT
 from .ids import canonical_uuid_v7, generate_id
 from .linkage import span_attributes, span_linkage
 from .types import OpikDistributedTraceAttributes
@@ -182,8 +182,10 @@ def attach_to_parent(span: trace.Span, http_headers: Any) -> bool:
         new_attributes[OPIK_SPAN_ID] = generate_id()
         if attributes.opik_parent_span_id is None:
             _remove_attribute(span, OPIK_PARENT_SPAN_ID)
-        # The trace now comes from upstream, which owns its row.
-        _remove_attribute(span, MINTED_TRACE)
+        # The trace now comes from upstream, which owns its row; a span linked from
+        # Opik is always exported, whatever span_filter or sample_rate decided at start.
+        for marker in (MINTED_TRACE, DROPPED_SPAN, SAMPLED_OUT):
+            _remove_attribute(span, marker)
         span.set_attributes(new_attributes)
     except Exception:
         LOGGER.warning("Could not attach a span to its Opik parent.", exc_info=True)
@@ -230,11 +232,15 @@ def get_distributed_trace_headers(
         return None
     if linkage is None:
         return None
-    headers = {OPIK_TRACE_ID_HEADER: linkage.trace_id, OPIK_PARENT_SPAN_ID_HEADER: linkage.parent_span_id}
+    headers = {OPIK_TRACE_ID_HEADER: linkage.trace_id}
     if hyphenated:
         headers[OPIK_TRACE_ID_HEADER_HYPHENATED] = linkage.trace_id
-        headers[OPIK_PARENT_SPAN_ID_HEADER_HYPHENATED] = linkage.parent_span_id
-    return headers  # type: ignore[return-value]
+    # No parent inside a root that span_filter dropped: the callee is top-level.
+    if linkage.parent_span_id is not None:
+        headers[OPIK_PARENT_SPAN_ID_HEADER] = linkage.parent_span_id
+        if hyphenated:
+            headers[OPIK_PARENT_SPAN_ID_HEADER_HYPHENATED] = linkage.parent_span_id
+    return headers
 
 
 def get_opik_trace_id(span: Optional[trace.Span] = None) -> Optional[str]:
@@ -267,6 +273,8 @@ def context_with_opik_baggage(
         if linkage is None:
             return base
         with_trace = baggage.set_baggage(OPIK_TRACE_ID, linkage.trace_id, base)
+        if linkage.parent_span_id is None:
+            return baggage.remove_baggage(OPIK_SPAN_ID, with_trace)
         return baggage.set_baggage(OPIK_SPAN_ID, linkage.parent_span_id, with_trace)
     except Exception:
         LOGGER.warning("Could not put Opik linkage into baggage.", exc_info=True)
