@@ -16,6 +16,7 @@ from opentelemetry.trace import Link
 
 from ._logging import get_logger
 from .config import ConfigurationError
+from .repairs import repaired_text
 from .trace_rows import OUTPUT_PREFIXES, THREAD_ID_ATTRIBUTES
 
 LOGGER = get_logger(__name__)
@@ -118,7 +119,10 @@ class Masker:
             result[key] = masked
         return result if changed else None
 
-    def _value(self, key: str, value: Any, anonymizers: List[Any], io: bool) -> Any:
+    def _value(self, key: Any, value: Any, anonymizers: List[Any], io: bool) -> Any:
+        if type(key) is not str:
+            # Judged by the text it is sent under (others' plain-dict events and links).
+            key = repaired_text(key)
         kind = self._kind(key)
         if kind == _OPIK:
             return value

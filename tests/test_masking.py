@@ -150,3 +150,38 @@ def test_opik_sdk_anonymizers_apply_to_io_attributes(opik, pipelines):
 def test_bad_masking_options_are_configuration_errors(options, isolated_opik_settings, tmp_path):
     with pytest.raises(ConfigurationError):
         OpikExporter(url="http://127.0.0.1:9/api", spool_directory=False, **options)
+
+
+def test_event_and_link_keys_that_are_not_text_are_masked_by_their_text(otlp_capture, isolated_opik_settings, caplog):
+    """Others' ``ReadableSpan`` built from plain dicts: a key that is not a string is
+    judged (and sent) by its text, so a credential under it is still scrubbed."""
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.sdk.trace.export import SpanExportResult
+    from opentelemetry.trace import SpanContext, TraceFlags
+
+    endpoint, received = otlp_capture
+
+    def context(span_id):
+        return SpanContext(0xABC, span_id, is_remote=False, trace_flags=TraceFlags(1))
+
+    odd = {None: "kept", b"authorization": "Bearer " + SECRET}
+    span = ReadableSpan(
+        name="plain",
+        context=context(7),
+        attributes={"input.value": "hi"},
+        events=[Event("e", odd, 1)],
+        links=[Link(context(8), odd)],
+        start_time=1_700_000_000_000_000_000,
+        end_time=1_700_000_000_100_000_000,
+    )
+    exporter = OpikExporter(url="http://127.0.0.1:9/api", otlp_endpoint=endpoint, spool_directory=False)
+    try:
+        with caplog.at_level(logging.WARNING, logger="opik_otel"):
+            assert exporter.export([span]) is SpanExportResult.SUCCESS
+            assert exporter.force_flush(10_000)
+    finally:
+        exporter.shutdown(0)
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+    assert received and all(SECRET.encode() not in body for body, _ in received)
+    sent = received[0][1].resource_spans[0].scope_spans[0].spans[0]
+    assert sent.name == "plain" and len(sent.events) == 1 and len(sent.links) == 1
