@@ -98,6 +98,7 @@ class OpikSampler(Sampler):
 
 def installed_sampler(current: Sampler, sample_rate: Optional[float]) -> Sampler:
     """The provider sampler for ``sample_rate``: an :class:`OpikSampler` around the
-    provider's own one, or that one again when sampling is off (a second ``configure()``)."""
+    provider's own one, or that one again when sampling is off (``configure()`` anew after the
+    first pipeline was shut down)."""
     base = current.delegate if isinstance(current, OpikSampler) else current
     return base if sample_rate is None else OpikSampler(sample_rate, base)
