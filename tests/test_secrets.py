@@ -156,7 +156,7 @@ def reprs_of(tracing, provider):
         "OpikConfig": exporter.config,
         "OpikBatchSpanProcessor": tracing.span_processor,
         "OpikSpanProcessor": tracing.linkage_processor,
-        "DiskSpool": exporter.spool,
+        "DeliveryQueue": exporter.queue,
         "stats": exporter.stats,
         "OpikPropagator": OpikPropagator(),
         "OpikBaggagePropagator": OpikBaggagePropagator(),
@@ -198,7 +198,7 @@ def test_exports_leak_no_secret_in_reprs_logs_or_spool(scenario, tmp_path, every
     try:
         tracing = configure(
             url=url, api_key=API_KEY, headers=HEADERS, tracer_provider=provider, spool_directory=spool,
-            retry_policy=FAST, replay_policy=FAST, schedule_delay_millis=50,
+            retry_policy=FAST, schedule_delay_millis=50,
         )
         tracer = provider.get_tracer("tests.secrets")
         if scenario == "failing":
