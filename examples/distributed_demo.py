@@ -197,6 +197,31 @@ def problems_in(local: LocalOpik, expected_roots: List[str]) -> List[str]:
     return problems
 
 
+def send_filtered_trace(local: Optional[LocalOpik]) -> List[str]:
+    """One request traced with ``span_filter="llm"``: its DB and HTTP spans are left out,
+    the LLM call hangs under the request's root (its nearest kept ancestor)."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    project = PROJECT + "-filtered"
+    tracing = opik_otel.configure(tracer_provider=TracerProvider(), span_filter="llm", project_name=project)
+    tracer = tracing.tracer_provider.get_tracer("filtered-client")
+    with tracer.start_as_current_span("filtered: answer question"):
+        with tracer.start_as_current_span("SELECT passages", attributes={"db.system": "postgresql"}):
+            with tracer.start_as_current_span("chat gpt-4o", attributes={"gen_ai.system": "openai"}):
+                with tracer.start_as_current_span("POST /v1/chat/completions", attributes={"http.request.method": "POST"}):
+                    pass
+    tracing.shutdown()
+    if local is None:
+        return []
+    local.wait_for_spans(2, project=project)
+    print(local.trees(project))
+    names = sorted(span.name for span in local.spans(project))
+    problems = [f"orphaned span {span.name!r} in the filtered trace" for span in local.orphans(project)]
+    if names != ["chat gpt-4o", "filtered: answer question"]:
+        problems.append(f"the filtered trace holds {names}")
+    return problems
+
+
 def main() -> int:
     with opik_target(PROJECT) as local:
         services = start_services()
@@ -213,7 +238,8 @@ def main() -> int:
             if not accepted:
                 print(f"FAIL: Opik at {os.environ['OPIK_URL_OVERRIDE']} accepted none of the spans: check the URL, OPIK_API_KEY and OPIK_WORKSPACE.")
                 return 1
-            print(f"Done: open your Opik projects {PROJECT!r} and {LIBRARY_PROJECT!r} to see the traces.")
+            send_filtered_trace(None)
+            print(f"Done: open your Opik projects {PROJECT!r} and {LIBRARY_PROJECT!r} (and the filtered trace's own) to see the traces.")
             return 0
         local.wait_for_spans(2 * (len(EXPECTED_EDGES) + 1) + len(EXPECTED_EDGES) + 3, timeout=20)
         print()
@@ -224,6 +250,13 @@ def main() -> int:
         if problems:
             return 1
         print(f"OK: {len(local.traces())} traces, {len(local.spans())} spans, every span under its parent, no orphans.")
+        print()
+        problems = send_filtered_trace(local)
+        for problem in problems:
+            print(f"FAIL: {problem}")
+        if problems:
+            return 1
+        print("OK: the span_filter='llm' trace keeps only its root and LLM span, no orphans.")
         return 0
 
 

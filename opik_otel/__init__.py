@@ -29,6 +29,7 @@ from .ids import generate_id, is_valid_uuid_v7
 from .processor import OpikSpanProcessor
 from .retry import RetryPolicy
 from .propagator import OpikBaggagePropagator, OpikPropagator
+from .trace_attributes import trace_attributes
 from .tracing import OpikTracing, configure
 from .types import OpikDistributedTraceAttributes
 
@@ -57,4 +58,5 @@ __all__ = [
     "is_valid_uuid_v7",
     "register_span_processor",
     "resolve_config",
+    "trace_attributes",
 ]

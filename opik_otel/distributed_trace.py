@@ -18,7 +18,15 @@ from opentelemetry import baggage, trace
 from opentelemetry.context import Context, get_current
 
 from ._logging import get_logger
-from .attributes import MINTED_TRACE, OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID, PROJECT_NAME
+from .attributes import (
+    DROPPED_SPAN,
+    MINTED_TRACE,
+    OPIK_PARENT_SPAN_ID,
+    OPIK_SPAN_ID,
+    OPIK_TRACE_ID,
+    PROJECT_NAME,
+    SAMPLED_OUT,
+)
 from .ids import canonical_uuid_v7, generate_id
 from .linkage import span_attributes, span_linkage
 from .projects import (
@@ -210,8 +218,10 @@ def attach_to_parent(span: trace.Span, http_headers: Any) -> bool:
             _remove_attribute(span, OPIK_PARENT_SPAN_ID)
         if attributes.opik_project_name is None:
             _remove_attribute(span, PROJECT_NAME)
-        # The trace now comes from upstream, which owns its row.
-        _remove_attribute(span, MINTED_TRACE)
+        # The trace now comes from upstream, which owns its row; a span linked from
+        # Opik is always exported, whatever span_filter or sample_rate decided at start.
+        for marker in (MINTED_TRACE, DROPPED_SPAN, SAMPLED_OUT):
+            _remove_attribute(span, marker)
         span.set_attributes(new_attributes)
     except Exception:
         LOGGER.warning("Could not attach a span to its Opik parent.", exc_info=True)
@@ -260,10 +270,14 @@ def get_distributed_trace_headers(
         return None
     if linkage is None:
         return None
-    headers = {OPIK_TRACE_ID_HEADER: linkage.trace_id, OPIK_PARENT_SPAN_ID_HEADER: linkage.parent_span_id}
+    headers = {OPIK_TRACE_ID_HEADER: linkage.trace_id}
     if hyphenated:
         headers[OPIK_TRACE_ID_HEADER_HYPHENATED] = linkage.trace_id
-        headers[OPIK_PARENT_SPAN_ID_HEADER_HYPHENATED] = linkage.parent_span_id
+    # No parent inside a root that span_filter dropped: the callee is top-level.
+    if linkage.parent_span_id is not None:
+        headers[OPIK_PARENT_SPAN_ID_HEADER] = linkage.parent_span_id
+        if hyphenated:
+            headers[OPIK_PARENT_SPAN_ID_HEADER_HYPHENATED] = linkage.parent_span_id
     if linkage.project_name is not None:
         headers[OPIK_PROJECT_NAME_HEADER] = linkage.project_name
         if hyphenated:
@@ -302,7 +316,10 @@ def context_with_opik_baggage(
         if linkage is None:
             return base
         with_trace = baggage.set_baggage(OPIK_TRACE_ID, linkage.trace_id, base)
-        with_span = baggage.set_baggage(OPIK_SPAN_ID, linkage.parent_span_id, with_trace)
+        if linkage.parent_span_id is None:
+            with_span = baggage.remove_baggage(OPIK_SPAN_ID, with_trace)
+        else:
+            with_span = baggage.set_baggage(OPIK_SPAN_ID, linkage.parent_span_id, with_trace)
         if linkage.project_name is None:
             return baggage.remove_baggage(OPIK_PROJECT_NAME_BAGGAGE, with_span)
         return baggage.set_baggage(OPIK_PROJECT_NAME_BAGGAGE, linkage.project_name, with_span)

@@ -46,6 +46,7 @@ from .options import (
     validated_thread_id,
     validated_verify,
 )
+from .masking import Masker, MaskFunction, Scrub
 from .otlp_wire import WireEncoder
 from .payloads import SPANS, TRACES, Payload
 from .prepare import PreparedBatch, TraceOptions, prepare_batch
@@ -114,6 +115,15 @@ class OpikExporter(SpanExporter):
             bundle file (or a directory of hashed certificates) to trust.
         retry_policy: backoff of the sender between failed attempts (default 0.25 s
             doubling, at most 5 s; it never gives up). A flush retries at once.
+        mask: ``(key, value) -> value`` applied, on the export thread, to every
+            attribute value of spans, events and links except Opik's own keys
+            (``opik.*``, ``gen_ai.usage.*``, thread keys); a mask that raises withholds
+            that value (one warning). The Opik SDK's registered anonymizers
+            (``opik.hooks.add_anonymizer``) apply to span input/output attributes too.
+        scrub: replace the values of keys naming a credential (authorization,
+            cookie, password, secret, api key, access/refresh token, ...) with a
+            marker: ``True`` (default), ``False``, or a list of extra key patterns
+            (regular expressions, matched in the lower-cased key).
     """
 
     def __init__(
@@ -136,6 +146,8 @@ class OpikExporter(SpanExporter):
         spool_max_bytes: int = DEFAULT_SPOOL_MAX_BYTES,
         verify: Union[bool, str, "os.PathLike[str]"] = True,
         retry_policy: Optional[RetryPolicy] = None,
+        mask: Optional[MaskFunction] = None,
+        scrub: Scrub = True,
     ) -> None:
         if config_path is not None and not isinstance(config_path, str):
             config_path = path_setting("config_path", config_path)
@@ -148,6 +160,8 @@ class OpikExporter(SpanExporter):
             metadata=validated_metadata(metadata),
             thread_id=validated_thread_id(thread_id),
         )
+        # Asked per batch whether it is active: Opik SDK anonymizers may be added later.
+        self._masker = Masker(mask, scrub)
         # OPIK_OTEL_ENCODER=otel: OpenTelemetry's own encoder, to rule ours out in a bug report.
         use_otel_encoder = os.environ.get(ENCODER_VARIABLE, "").strip().lower() == "otel"
         self._encoder: Optional[WireEncoder] = None if use_otel_encoder else WireEncoder()
@@ -186,7 +200,7 @@ class OpikExporter(SpanExporter):
         self._seen_span_ids: Dict[str, int] = {}
         # The parent's open roots are not the child's.
         self._roots = OpenRootWriter(
-            lambda spans: prepare_batch(spans, self._options, self._seen_span_ids), self._enqueue_batch
+            lambda spans: prepare_batch(spans, self._options, self._seen_span_ids, self._masker), self._enqueue_batch
         )
         self._sender = Sender(
             self._queue,

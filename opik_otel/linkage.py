@@ -19,7 +19,7 @@ from opentelemetry.baggage import _BAGGAGE_KEY
 from opentelemetry.trace.propagation import _SPAN_KEY
 
 from ._logging import get_logger
-from .attributes import OPIK_SPAN_ID, OPIK_TRACE_ID, PROJECT_NAME
+from .attributes import DROPPED_SPAN, OPIK_SPAN_ID, OPIK_TRACE_ID, PROJECT_NAME
 from .ids import canonical_uuid_v7
 from .projects import OPIK_PROJECT_NAME_BAGGAGE, usable_project_name
 
@@ -65,7 +65,12 @@ def span_linkage(span: Any) -> Optional[Linkage]:
     attributes = span_attributes(span)
     trace_id = canonical_uuid_v7(attributes.get(OPIK_TRACE_ID))
     span_id = canonical_uuid_v7(attributes.get(OPIK_SPAN_ID))
-    if trace_id is None or span_id is None:
+    if trace_id is None:
+        return None
+    if span_id is None:
+        # Inside a dropped root, downstream work joins the trace at its top.
+        if attributes.get(DROPPED_SPAN) is True:
+            return Linkage(trace_id, None, _attribute_project(attributes))
         return None
     return Linkage(trace_id, span_id, _attribute_project(attributes))
 
@@ -89,6 +94,9 @@ def parent_span_linkage(attributes: Mapping[str, Any]) -> Optional[Linkage]:
     span_id = canonical_uuid_v7(raw_span_id)
     if trace_id is not None and span_id is not None:
         return Linkage(trace_id, span_id, _attribute_project(attributes))
+    if trace_id is not None and raw_span_id is None and attributes.get(DROPPED_SPAN) is True:
+        # A root that span_filter dropped: its kept children are top-level in its trace.
+        return Linkage(trace_id, None, _attribute_project(attributes))
     bad_key, bad_value = (
         (OPIK_TRACE_ID, raw_trace_id) if trace_id is None else (OPIK_SPAN_ID, raw_span_id)
     )

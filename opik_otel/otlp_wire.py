@@ -57,6 +57,28 @@ class Encoded(NamedTuple):
     unencodable: List[ReadableSpan]
 
 
+class _Unhashable:
+    """Group key of a resource or scope whose hash fails (a custom one holding attribute
+    keys of mixed types, which the SDK's hash sorts): grouped by identity instead."""
+
+    __slots__ = ("item",)
+
+    def __init__(self, item: Any) -> None:
+        self.item = item
+
+
+def _group(groups: Dict[Any, Any], item: Any, empty: Any) -> Any:
+    """``groups[item]``, set to ``empty`` if new."""
+    try:
+        return groups.setdefault(item, empty)
+    except Exception:
+        return groups.setdefault(_Unhashable(item), empty)
+
+
+def _grouped(key: Any) -> Any:
+    return key.item if type(key) is _Unhashable else key
+
+
 class WireEncoder:
     """Encode batches of finished spans as OTLP/protobuf request bodies.
 
@@ -87,16 +109,16 @@ class WireEncoder:
             scope = span.instrumentation_scope or None
             if target is None or resource is not last_resource or scope is not last_scope:
                 # Grouped by equality, as the OTel encoder groups them (dict keys).
-                target = groups.setdefault(resource, {}).setdefault(scope, [])
+                target = _group(_group(groups, resource, {}), scope, [])
                 last_resource, last_scope = resource, scope
             size = len(encoded)
             target.append(_SPAN + (VARINTS[size] if size < SMALL else varint(size)) + encoded)
         parts = []
-        for resource, scopes in groups.items():
-            head, tail = self._resource_fields(resource)
+        for resource_key, scopes in groups.items():
+            head, tail = self._resource_fields(_grouped(resource_key))
             scope_parts = []
-            for scope, encoded_spans in scopes.items():
-                scope_head, scope_tail = self._scope_fields(scope)
+            for scope_key, encoded_spans in scopes.items():
+                scope_head, scope_tail = self._scope_fields(_grouped(scope_key))
                 scope_parts.append(field(_SCOPE_SPANS, scope_head + b"".join(encoded_spans) + scope_tail))
             parts.append(field(_RESOURCE_SPANS, head + b"".join(scope_parts) + tail))
         return Encoded(b"".join(parts), unencodable)

@@ -10,10 +10,10 @@ fresh ``opik.span_id`` and its parent's Opik id.
 """
 
 import sys
-from typing import Any, Dict, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Dict, Optional, Protocol
 
 from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.context import Context
+from opentelemetry.context import Context, get_current
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
 from ._logging import get_logger
@@ -21,6 +21,10 @@ from .attributes import MINTED_TRACE, OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TR
 from .ids import IdGenerator
 from .linkage import is_local_root, opik_context_project, opik_span_stack, resolve_linkage
 from .projects import usable_project_name
+from .trace_attributes import TRACE_ATTRIBUTES_KEY
+
+if TYPE_CHECKING:
+    from .filtering import SpanFilter
 
 LOGGER = get_logger(__name__)
 
@@ -90,9 +94,23 @@ class OpikSpanProcessor(SpanProcessor):
             project, and their trace rows and root spans are written as soon as the
             root starts instead of when it ends, so children are never orphans, even
             when the process dies before the root ends.
+        span_filter: which spans reach Opik: ``None`` (all), ``"llm"`` (LLM spans,
+            spans linked from Opik and local roots) or a callable ``(span) -> bool``
+            called as each span starts. A dropped span's kept descendants chain to its
+            nearest kept ancestor; its trace row is still written. Needs
+            ``OpikExporter`` (which leaves dropped spans out) and mints root ids.
+        sample_rate: fraction (0..1) of local roots whose traces are kept, decided
+            per trace id; spans linked to an Opik trace from upstream are always kept.
+            ``configure()`` passes its own ``sample_rate`` here.
     """
 
-    def __init__(self, mint_root_ids: Optional[bool] = None, exporter: Optional[RootStartSink] = None) -> None:
+    def __init__(
+        self,
+        mint_root_ids: Optional[bool] = None,
+        exporter: Optional[RootStartSink] = None,
+        span_filter: "SpanFilter" = None,
+        sample_rate: Optional[float] = None,
+    ) -> None:
         self._mint_root_ids = exporter is not None if mint_root_ids is None else bool(mint_root_ids)
         self._exporter = exporter
         config = getattr(exporter, "config", None)
@@ -108,6 +126,21 @@ class OpikSpanProcessor(SpanProcessor):
         # Found once the application imports opik; spans outside any tracked function
         # then cost one read of it instead of a walk through the SDK's modules.
         self._opik_spans: Any = None
+        self._shaper: Any = None
+        if span_filter is not None or sample_rate is not None:
+            # Imported here: shaping builds on this module's helpers.
+            from .filtering import validated_span_filter
+            from .sampling import validated_sample_rate
+            from .shaping import SpanShaper
+
+            span_filter = validated_span_filter(span_filter)
+            rate = validated_sample_rate(sample_rate)
+            if span_filter is not None or rate is not None:
+                self._shaper = SpanShaper(
+                    span_filter, rate, self._mint_root_ids, self._ids, self._root_attributes, self._root_started
+                )
+                # An instance attribute: the unshaped path below pays nothing for it.
+                self.on_start = self._shaped_on_start  # type: ignore[method-assign]
 
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
         try:
@@ -116,8 +149,11 @@ class OpikSpanProcessor(SpanProcessor):
                 opik_spans = self._opik_spans = opik_span_stack()
             linkage = resolve_linkage(parent_context, opik_spans)
             if linkage is None:
-                if self._mint_root_ids and is_local_root(parent_context):
-                    self._mint(span)
+                if self._mint_root_ids:
+                    context = get_current() if parent_context is None else parent_context
+                    if is_local_root(context):
+                        set_linkage_attributes(span, self._root_attributes(span, context))
+                        self._root_started(span)
                 return
             start_ns = span.start_time
             attributes = {
@@ -132,14 +168,29 @@ class OpikSpanProcessor(SpanProcessor):
         except Exception:  # a telemetry hook must never break the traced code
             LOGGER.warning("Could not apply Opik linkage to a span.", exc_info=True)
 
-    def _mint(self, span: Span) -> None:
+    def _root_attributes(self, span: Span, context: Context) -> Dict[str, Any]:
+        """Opik ids of a new trace rooted at ``span``, with its project and the
+        ``trace_attributes(...)`` active in ``context``."""
         # Opik's project rule: an enclosing opik.project_context() wins over the
         # configured project. Looked up only for roots, and only when opik is imported.
         context_storage = sys.modules.get("opik.context_storage")
         project = opik_context_project(context_storage) if context_storage is not None else None
-        set_linkage_attributes(span, minted_root_attributes(span, self._ids, project or self._project_name))
+        attributes = minted_root_attributes(span, self._ids, project or self._project_name)
+        values: Any = context.get(TRACE_ATTRIBUTES_KEY)
+        if values is not None:
+            attributes.update(values.span_attributes)  # trace_attributes(project_name=...) wins
+        return attributes
+
+    def _root_started(self, span: Span) -> None:
         if self._exporter is not None:
             self._exporter.root_started(span)
+
+    def _shaped_on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
+        """``on_start`` when ``span_filter`` or ``sample_rate`` is set."""
+        try:
+            self._shaper.on_start(span, parent_context)
+        except Exception:  # a telemetry hook must never break the traced code
+            LOGGER.warning("Could not apply Opik linkage to a span.", exc_info=True)
 
     def on_end(self, span: ReadableSpan) -> None:
         pass
@@ -151,6 +202,8 @@ class OpikSpanProcessor(SpanProcessor):
         applies, so spans started later stay in their traces.
         """
         self._mint_root_ids = False
+        if self._shaper is not None:
+            self._shaper.stop_minting()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return True

@@ -44,6 +44,7 @@ from .distributed_trace import (
     OPIK_PARENT_SPAN_ID_HEADER_HYPHENATED,
     OPIK_TRACE_ID_HEADER,
     OPIK_TRACE_ID_HEADER_HYPHENATED,
+    _header_items,
     _normalized_header_name,
     extract_opik_distributed_trace_attributes,
 )
@@ -52,6 +53,12 @@ from .projects import (
     OPIK_PROJECT_NAME_BAGGAGE,
     OPIK_PROJECT_NAME_HEADER,
     OPIK_PROJECT_NAME_HEADER_HYPHENATED,
+)
+from .trace_attributes import (
+    TRACE_ATTRIBUTES_HEADER,
+    TRACE_ATTRIBUTES_KEY,
+    active_trace_attributes,
+    trace_attributes_from_header,
 )
 
 LOGGER = get_logger(__name__)
@@ -68,6 +75,7 @@ _SPELLINGS = (
     OPIK_PROJECT_NAME_HEADER_HYPHENATED,
 )
 _BAGGAGE_HEADER = "baggage"
+_TRACE_ATTRIBUTES_NAME = _normalized_header_name(TRACE_ATTRIBUTES_HEADER)
 _W3C_BAGGAGE = W3CBaggagePropagator()
 
 
@@ -119,7 +127,7 @@ class OpikPropagator(TextMapPropagator):
     def __init__(self, hyphenated: bool = True, baggage: bool = False) -> None:
         self._hyphenated = bool(hyphenated)
         self._baggage = bool(baggage)
-        fields = {OPIK_TRACE_ID_HEADER, OPIK_PARENT_SPAN_ID_HEADER, OPIK_PROJECT_NAME_HEADER}
+        fields = {OPIK_TRACE_ID_HEADER, OPIK_PARENT_SPAN_ID_HEADER, OPIK_PROJECT_NAME_HEADER, TRACE_ATTRIBUTES_HEADER}
         if self._hyphenated:
             fields.update(
                 (
@@ -159,6 +167,7 @@ class OpikPropagator(TextMapPropagator):
             )
             return context
         attributes = extract_opik_distributed_trace_attributes(headers)
+        context = _with_propagated_trace_attributes(context, carrier, getter)
         try:
             if attributes is None:
                 if context.get(PROPAGATED_LINKAGE_KEY) is not None:
@@ -189,6 +198,11 @@ class OpikPropagator(TextMapPropagator):
         is written when there is none.
         """
         try:
+            values = active_trace_attributes(context if context is not None else get_current())
+            if values is not None and values.propagate:
+                header = values.header_value()
+                if header is not None:
+                    setter.set(carrier, TRACE_ATTRIBUTES_HEADER, header)
             linkage = resolve_linkage(context)
             if linkage is None:
                 return
@@ -231,6 +245,35 @@ class OpikBaggagePropagator(OpikPropagator):
 
     def __init__(self, hyphenated: bool = True, baggage: bool = True) -> None:
         super().__init__(hyphenated=hyphenated, baggage=baggage)
+
+
+def _with_propagated_trace_attributes(context: Context, carrier: Any, getter: Getter[Any]) -> Context:
+    """``context`` with the ``trace_attributes(propagate=True)`` values an upstream
+    opik_otel service sent, merged inside the ones already there."""
+    try:
+        if type(getter) is DefaultGetter:
+            raw = next(
+                (
+                    item[1]
+                    for item in _header_items(carrier)
+                    if isinstance(item, (tuple, list))
+                    and len(item) == 2
+                    and _normalized_header_name(item[0]) == _TRACE_ATTRIBUTES_NAME
+                ),
+                None,
+            )
+        else:
+            raw = getter.get(carrier, TRACE_ATTRIBUTES_HEADER)
+        if isinstance(raw, (list, tuple)):
+            raw = raw[0] if raw else None
+        values = trace_attributes_from_header(raw)
+        if values is None:
+            return context
+        outer = active_trace_attributes(context)
+        return set_value(TRACE_ATTRIBUTES_KEY, values if outer is None else outer.merged(values), context)
+    except Exception:
+        LOGGER.warning("Could not read the '%s' header.", TRACE_ATTRIBUTES_HEADER, exc_info=True)
+        return context
 
 
 def _has_opik_baggage(context: Context) -> bool:

@@ -16,7 +16,9 @@ from .batching import (
 )
 from .config import ConfigurationError
 from .exporter import OpikExporter
+from .filtering import SpanFilter, validated_span_filter
 from .processor import OpikSpanProcessor
+from .sampling import installed_sampler, validated_sample_rate
 
 LOGGER = get_logger(__name__)
 
@@ -91,6 +93,8 @@ def configure(
     otlp_endpoint: Optional[str] = None,
     tracer_provider: Optional[TracerProvider] = None,
     mint_root_ids: bool = True,
+    span_filter: "SpanFilter" = None,
+    sample_rate: Optional[float] = None,
     max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
     schedule_delay_millis: float = DEFAULT_SCHEDULE_DELAY_MILLIS,
     max_export_batch_size: int = DEFAULT_MAX_EXPORT_BATCH_SIZE,
@@ -116,7 +120,11 @@ def configure(
     Settings follow the Opik SDK (arguments > ``OPIK_*`` env > ``~/.opik.config``);
     ``otlp_endpoint`` sends spans through an OTLP/HTTP endpoint such as an
     OpenTelemetry Collector while trace rows still go to Opik. Other keyword
-    arguments go to :class:`~opik_otel.OpikExporter`.
+    arguments go to :class:`~opik_otel.OpikExporter` (``mask=``, ``scrub=`` among them).
+
+    ``span_filter`` (``None``, ``"llm"`` or ``(span) -> bool``) and ``sample_rate``
+    (0..1, per trace, local roots only) decide what reaches Opik; see
+    :class:`~opik_otel.OpikSpanProcessor`.
 
     Raises:
         ConfigurationError: the settings cannot work; the message says what to fix.
@@ -126,6 +134,9 @@ def configure(
             f"tracer_provider must be an opentelemetry.sdk.trace.TracerProvider, not {type(tracer_provider).__name__}."
         )
     validate_batching_options(max_queue_size, schedule_delay_millis, max_export_batch_size, exit_timeout_millis)
+    # Checked before anything starts.
+    validated_span_filter(span_filter)
+    validated_sample_rate(sample_rate)
     exporter = OpikExporter(
         url,
         api_key,
@@ -161,7 +172,12 @@ def configure(
         )
         return existing
 
-    linkage = OpikSpanProcessor(mint_root_ids=mint_root_ids, exporter=exporter)
+    linkage = OpikSpanProcessor(
+        mint_root_ids=mint_root_ids, exporter=exporter, span_filter=span_filter, sample_rate=sample_rate
+    )
+    # Sampled-out traces cost least when their spans are never recorded: only a
+    # sampler can do that (the processor still marks them for tracers made earlier).
+    provider.sampler = installed_sampler(provider.sampler, validated_sample_rate(sample_rate))
     provider.add_span_processor(linkage)
     batch = batching()
     provider.add_span_processor(batch)

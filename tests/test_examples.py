@@ -51,6 +51,7 @@ def test_distributed_demo_prints_one_clean_trace_per_request():
     result = run_example("distributed_demo.py", timeout=180)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "OK: 4 traces, 26 spans" in result.stdout
+    assert "OK: the span_filter='llm' trace keeps only its root and LLM span, no orphans." in result.stdout
     assert "FAIL" not in result.stdout
 
 
@@ -62,16 +63,18 @@ def test_distributed_demo_sends_to_the_configured_opik_instead():
         result = run_example("distributed_demo.py", timeout=180, OPIK_URL_OVERRIDE=configured.url)
         assert result.returncode == 0, result.stdout + result.stderr
         assert "embedded LocalOpik" not in result.stdout
-        assert configured.wait_for_spans(26, timeout=20)
+        assert configured.wait_for_spans(28, timeout=20)
         assert sorted(t.name for t in configured.traces()) == [
             "POST /ask",
             "agent: other project",
+            "filtered: answer question",
             "otel-client: nightly report",
             "sdk-client: user question",
         ]
         assert {t.project_name for t in configured.traces() if t.name == "agent: other project"} == {
             "opik-otel-demo-agents"
         }
+        assert [t.name for t in configured.traces("opik-otel-demo-filtered")] == ["filtered: answer question"]
         assert configured.orphans() == []
 
 
@@ -99,3 +102,24 @@ def test_distributed_demo_fails_when_the_configured_opik_accepts_nothing():
         f"FAIL: Opik at {refusing.url} accepted none of the spans: "
         "check the URL, OPIK_API_KEY and OPIK_WORKSPACE."
     )
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("span_filter.py", ["  - handle request", "    - chat gpt-4o", "      - search tool"]),
+        ("masking.py", ["'http.request.header.authorization': '[REDACTED by opik_otel]'", "<email>", "'prompt_tokens': 12"]),
+        ("trace_attributes.py", ["turn 0: thread=conversation-7 tags=['my-service', 'beta'] user=user-42"]),
+        ("sampling.py", ["of 40 traces kept"]),
+    ],
+)
+def test_shaping_examples(name, expected):
+    result = run_example(name)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "OK: " in result.stdout and "FAIL" not in result.stdout
+    lines = [line.split(" (..")[0] for line in result.stdout.splitlines()]
+    text = "\n".join(lines)
+    for piece in expected:
+        assert piece in text, result.stdout
+    if name == "span_filter.py":
+        assert "SELECT documents" not in text and "POST /v1/chat" not in text

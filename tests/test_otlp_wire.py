@@ -268,6 +268,20 @@ def test_unencodable_link_resource_and_scope_values_are_repaired_not_dropped(cap
     assert "Traceback" not in caplog.text
 
 
+def test_a_resource_whose_hash_fails_still_groups_its_spans(caplog):
+    """A custom Resource holding keys of mixed types: the SDK's hash (sorted JSON) raises."""
+    base = sdk_batch()[0]
+    resource = Resource({})
+    resource._attributes = {1: "one", None: "none"}
+    spans = [ReadableSpan(name=name, context=base.context, resource=resource) for name in ("a", "b")]
+    encoded = WireEncoder().encode(spans)
+    assert encoded.unencodable == []
+    message = ExportTraceServiceRequest.FromString(encoded.body)
+    assert [span.name for rs in message.resource_spans for ss in rs.scope_spans for span in ss.spans] == ["a", "b"]
+    assert len(message.resource_spans) == 1
+    assert sorted(kv.key for kv in message.resource_spans[0].resource.attributes) == ["1", "None"]
+
+
 def exported_through_opik(opik, pipelines, name):
     """Spans needing every exporter change (marker, root options, ids, usage, repairs), as LocalOpik stores them."""
     tracer, tracing = pipelines(name=name, url=opik.url, project_name=name, tags=["t"], metadata={"m": 1}, thread_id="th")

@@ -95,14 +95,18 @@ def propagator_warnings(caplog):
 # --- fields ------------------------------------------------------------------------------
 
 
+# trace_attributes(propagate=True) values travel in their own header.
+ATTRIBUTES = {"opik-trace-attributes"}
+
+
 def test_fields_default_lists_both_spellings():
-    assert OpikPropagator().fields == UNDERSCORE | HYPHENATED
+    assert OpikPropagator().fields == UNDERSCORE | HYPHENATED | ATTRIBUTES
 
 
 def test_fields_without_hyphenated_and_with_baggage():
-    assert OpikPropagator(hyphenated=False).fields == UNDERSCORE
-    assert OpikPropagator(baggage=True).fields == UNDERSCORE | HYPHENATED | {"baggage"}
-    assert OpikBaggagePropagator().fields == UNDERSCORE | HYPHENATED | {"baggage"}
+    assert OpikPropagator(hyphenated=False).fields == UNDERSCORE | ATTRIBUTES
+    assert OpikPropagator(baggage=True).fields == UNDERSCORE | HYPHENATED | {"baggage"} | ATTRIBUTES
+    assert OpikBaggagePropagator().fields == UNDERSCORE | HYPHENATED | {"baggage"} | ATTRIBUTES
 
 
 def test_fields_returns_a_copy():
