@@ -282,7 +282,7 @@ def get_distributed_trace_headers(
         headers[OPIK_PROJECT_NAME_HEADER] = linkage.project_name
         if hyphenated:
             headers[OPIK_PROJECT_NAME_HEADER_HYPHENATED] = linkage.project_name
-    return headers  # type: ignore[return-value]
+    return headers
 
 
 def get_opik_trace_id(span: Optional[trace.Span] = None) -> Optional[str]:

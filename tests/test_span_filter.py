@@ -106,7 +106,7 @@ def test_filter_dropping_the_root_keeps_its_row_and_children_top_level(opik, pip
     assert spans["a"].parent_span_id is None
     assert spans["b"].parent_span_id == spans["a"].id
     assert opik.orphans() == []
-    assert headers == {"opik_trace_id": trace_id}
+    assert headers == {"opik_trace_id": trace_id, "opik_project_name": "Default Project"}
     assert carrier["opik_trace_id"] == trace_id and "opik_parent_span_id" not in carrier
     assert root.attributes.get("opik.trace_id") == trace_id
 

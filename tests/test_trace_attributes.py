@@ -69,12 +69,16 @@ def test_decorator_on_sync_function_and_project_of_the_row(opik, pipelines):
     @trace_attributes(thread_id=42, project_name="per-request")
     def handle():
         with tracer.start_as_current_span("handle"):
-            pass
+            with tracer.start_as_current_span("step"):
+                pass
 
     handle()
     assert tracing.force_flush(10_000)
     row = opik.traces(project="per-request")
     assert [r.name for r in row] == ["handle"] and row[0].thread_id == "42"
+    # The project applies to every span of the trace, so none is an orphan elsewhere.
+    assert sorted(span.name for span in opik.spans(project="per-request")) == ["handle", "step"]
+    assert opik.orphans() == []
 
 
 def test_bad_values_are_ignored_with_a_warning(opik, pipelines, caplog):
