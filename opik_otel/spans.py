@@ -267,29 +267,36 @@ def _repaired_optional_text(value: Any) -> Optional[str]:
     return None if value is None else repaired_text(value)
 
 
+# Usage values sent as OTLP numbers, booleans, arrays or maps, as they are.
+_PLAIN_USAGE_TYPES = (int, float, bool, tuple, list, dict)
+
+
 def invalid_usage_removals(attributes: Mapping[str, Any]) -> Dict[str, Any]:
     """Usage attributes Opik would reject the whole request for: strings that are not
-    strict JSON (Opik's parser takes no NaN/Infinity either) and byte strings (which
-    arrive as base64 text, never JSON)."""
+    strict JSON (Opik's parser takes no NaN/Infinity either), byte strings (which arrive
+    as base64 text, never JSON) and values of other types, which would be sent as text."""
     removals: Dict[str, Any] = {}
     for key in attributes:
         if not isinstance(key, str) or not key.startswith(_USAGE_PREFIX):
             continue
         value = attributes[key]
         kind = type(value)
-        if kind is str or kind is bytes:
-            if kind is str:
-                try:
-                    json.loads(value, parse_constant=_refuse_constant)
-                    continue
-                except (ValueError, RecursionError):
-                    pass
-            LOGGER.warning(
-                "Span attribute '%s' is not JSON (nor a number); Opik would refuse the "
-                "whole batch for it, so it is left out.",
-                key,
-            )
-            removals[key] = None
+        if kind in _PLAIN_USAGE_TYPES:
+            continue
+        if kind is str:
+            try:
+                json.loads(value, parse_constant=_refuse_constant)
+                continue
+            except (ValueError, RecursionError):
+                pass
+        # Bytes arrive as base64 text, and other objects would be repaired into text:
+        # neither is JSON.
+        LOGGER.warning(
+            "Span attribute '%s' is not JSON (nor a number); Opik would refuse the "
+            "whole batch for it, so it is left out.",
+            key,
+        )
+        removals[key] = None
     return removals
 
 

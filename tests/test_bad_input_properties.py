@@ -565,3 +565,22 @@ def test_spans_given_one_opik_span_id_by_user_code_all_reach_opik(opik, exporter
     caplog.clear()
     assert exporter.export(spans[-1:]) is SpanExportResult.SUCCESS
     assert not [r for r in caplog.records if "repeats the Opik id" in r.getMessage()]
+
+
+def test_a_usage_value_of_another_type_is_left_out_not_sent_as_text(opik, exporter):
+    """Found on Python 3.12 by the property above: an object under ``gen_ai.usage.*``
+    was repaired into its text, which Opik refuses (not JSON) with the whole request."""
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.trace import SpanContext, TraceFlags
+
+    span = ReadableSpan(
+        name="usage",
+        context=SpanContext(0xABC, 9, is_remote=False, trace_flags=TraceFlags(1)),
+        attributes={"gen_ai.usage.input_tokens": object(), "gen_ai.usage.output_tokens": 7},
+        start_time=1_700_000_000_000_000_000,
+        end_time=1_700_000_000_100_000_000,
+    )
+    export_and_check(exporter, opik, [span])
+    (stored,) = opik.spans()
+    assert "gen_ai.usage.input_tokens" not in stored.attributes
+    assert stored.attributes["gen_ai.usage.output_tokens"] == 7
