@@ -64,6 +64,10 @@ def spans_per_second(exporter, batches: List[List[ReadableSpan]]) -> float:
     start = time.perf_counter()
     for batch in batches:
         exporter.export(batch)
+    # OpikExporter.export() queues durably and a background thread sends: the clock stops
+    # once everything was delivered (the OTLP exporter's flush returns at once: it sent
+    # on the calling thread already).
+    assert exporter.force_flush(60_000)
     return sum(len(b) for b in batches) / (time.perf_counter() - start)
 
 

@@ -5,6 +5,8 @@ import sys
 import uuid
 from typing import Any
 
+import pytest
+
 
 def is_canonical_v7(value: Any) -> bool:
     """Whether ``value`` is a UUIDv7 string in the canonical lower-case hyphenated form."""
@@ -22,7 +24,7 @@ if sys.version_info >= (3, 10):
 else:  # 3.9's entry_points() takes no group/name; OTel's API depends on the backport
     from importlib_metadata import entry_points
 
-__all__ = ["app_env", "entry_points", "is_canonical_v7"]
+__all__ = ["app_env", "entry_points", "is_canonical_v7", "needs_current_otel_encoder"]
 
 
 SERVICE_PROJECT = "svc-project"
@@ -44,3 +46,17 @@ def app_env(opik: Any, tmp_path: Any, name: str, project: str = SERVICE_PROJECT)
         PYTHONUNBUFFERED="1",
     )
     return env
+
+
+def _otel_sdk_version() -> tuple:
+    from opentelemetry.sdk.version import __version__
+
+    return tuple(int(part) for part in __version__.split(".")[:2] if part.isdigit())
+
+
+# The byte-for-byte comparisons with OpenTelemetry's own encoder are pinned to the encoder
+# of SDK 1.45 (what Python 3.10+ installs): 1.41, the last release for Python 3.9, refuses
+# None inside arrays and writes empty values differently, so there is nothing to compare.
+needs_current_otel_encoder = pytest.mark.skipif(
+    _otel_sdk_version() < (1, 45), reason="compares with OpenTelemetry's encoder as of SDK 1.45"
+)

@@ -24,6 +24,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from opik_otel.linkage import span_attributes
 from opik_otel.otlp_wire import WireEncoder, official_request
 from opik_otel.spans import sendable_span, sendable_surroundings, value_fixes
+from helpers import needs_current_otel_encoder
 
 HEALTH = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 EXAMPLES = settings(max_examples=200, deadline=None, suppress_health_check=HEALTH)
@@ -186,6 +187,7 @@ def reference(spans, changes):
     return encode_spans(sendable_surroundings(copies))
 
 
+@needs_current_otel_encoder
 @EXAMPLES
 @given(st.lists(spans_with_changes(), min_size=1, max_size=6))
 def test_bytes_decode_to_what_the_otel_encoder_builds_from_the_repaired_copies(batch):
@@ -202,6 +204,7 @@ def test_bytes_decode_to_what_the_otel_encoder_builds_from_the_repaired_copies(b
     assert encoded.body == expected.SerializeToString()
 
 
+@needs_current_otel_encoder
 @settings(max_examples=30, deadline=None, suppress_health_check=HEALTH)
 @given(st.lists(spans_with_changes(), min_size=1, max_size=4))
 def test_fallback_switch_gives_the_same_request(batch):

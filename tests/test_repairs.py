@@ -14,6 +14,7 @@ from opik_otel.repairs import (
     repaired_attributes,
     repaired_text,
 )
+from helpers import needs_current_otel_encoder
 
 surrogate_text = st.text(alphabet=st.one_of(st.characters(), st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)), max_size=10)
 leaves = st.one_of(
@@ -29,6 +30,7 @@ values = st.recursive(
 )
 
 
+@needs_current_otel_encoder
 @settings(max_examples=300, deadline=None)
 @given(value=values)
 def test_a_repaired_value_is_sendable_and_encodes(value):
@@ -37,6 +39,7 @@ def test_a_repaired_value_is_sendable_and_encodes(value):
     _encode_value(repaired)  # raises on anything the encoder cannot take
 
 
+@needs_current_otel_encoder
 @settings(max_examples=300, deadline=None)
 @given(value=values)
 def test_a_sendable_value_is_returned_as_is_and_encodes(value):
