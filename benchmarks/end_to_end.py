@@ -134,7 +134,9 @@ def one_round(make: Pipeline, base: str, traces: int, spool: str) -> Tuple[float
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     stop()
     received = delivered(base) - before
-    if received != traces * 3:
+    # More is fine: configure() writes a root that is still open when a child of it is
+    # exported ahead of that child, then again when it ends (an upsert of the same ids).
+    if received < traces * 3:
         raise SystemExit(f"a pipeline delivered {received} of {traces * 3} spans; the figures would be wrong")
     return wall / (traces * 3), cpu / (traces * 3)
 

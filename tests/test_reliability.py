@@ -465,8 +465,10 @@ def test_full_queue_drops_are_counted_and_logged_once(caplog):
                 tracer.start_span(f"s{index}").end()
             elapsed = time.perf_counter() - started
         assert elapsed < 1.0  # the app never waited for the hung exporter
-        # Exactly max_queue_size wait in the queue; at most one batch (5) is in the hung export.
-        assert processor.stats["queued"] == 10
+        # The queue held exactly max_queue_size; one batch (5) of it may have gone into the
+        # hung export before the loop ended (then 5 wait) or after (then 10 wait), as the
+        # worker's wake-up and the loop race.
+        assert processor.stats["queued"] in (10, 5)
         assert 300 - 10 - 5 <= processor.dropped_spans <= 300 - 10
         logged = records_of(caplog, "opik_otel.batching", "queue is full")
         assert len(logged) == 1
