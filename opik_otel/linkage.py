@@ -166,10 +166,10 @@ def resolve_linkage(context: Optional[Context], opik_spans: Any = None) -> Optio
         attributes = store._dict if type(store) is BoundedAttributes else span_attributes(parent)
         if OPIK_TRACE_ID in attributes or OPIK_SPAN_ID in attributes:
             return parent_span_linkage(attributes)
-    propagated = cast(Optional[Linkage], context.get(PROPAGATED_LINKAGE_KEY))
+    propagated = cast("Optional[Linkage]", context.get(PROPAGATED_LINKAGE_KEY))
     if propagated is not None:
         return propagated
-    entries = cast(Optional[Mapping[str, Any]], context.get(_BAGGAGE_KEY))
+    entries = cast("Optional[Mapping[str, Any]]", context.get(_BAGGAGE_KEY))
     if entries and (OPIK_TRACE_ID in entries or OPIK_SPAN_ID in entries):
         return baggage_linkage(entries)
     if opik_spans is not None and not opik_spans.get():
@@ -223,5 +223,5 @@ def opik_context_project(context_storage: Any) -> Optional[str]:
 
 def is_local_root(context: Optional[Context]) -> bool:
     """Tell whether a span starting in ``context`` has no parent span at all."""
-    parent = cast(Optional[Span], (get_current() if context is None else context).get(_SPAN_KEY))
+    parent = cast("Optional[Span]", (get_current() if context is None else context).get(_SPAN_KEY))
     return parent is None or not parent.get_span_context().is_valid

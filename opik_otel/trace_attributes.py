@@ -181,7 +181,7 @@ class trace_attributes:  # noqa: N801 - used like a function: with trace_attribu
 
 def active_trace_attributes(context: Context) -> Optional[TraceAttributes]:
     """The values of the ``trace_attributes`` blocks around ``context``, if any."""
-    return cast(Optional[TraceAttributes], context.get(TRACE_ATTRIBUTES_KEY))
+    return cast("Optional[TraceAttributes]", context.get(TRACE_ATTRIBUTES_KEY))
 
 
 def root_trace_fields(attributes: Mapping[str, Any]) -> Dict[str, Any]:
