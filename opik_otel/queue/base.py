@@ -55,6 +55,19 @@ class Tally:
             "quarantined": self.quarantined,
         }
 
+    def refused_as_too_large(self, size: int, max_bytes: int) -> bool:
+        """Whether a request of ``size`` bytes is larger than the whole queue; such a
+        request is counted as dropped and logged."""
+        if size <= max_bytes:
+            return False
+        self.drop(1, size)
+        LOGGER.warning(
+            "A request of %d bytes is larger than the whole Opik delivery queue (%d bytes) and was dropped",
+            size,
+            max_bytes,
+        )
+        return True
+
     def report_eviction(self, where: str, max_bytes: int) -> None:
         """Log the running loss at the cap, at most once per interval."""
         now = time.monotonic()

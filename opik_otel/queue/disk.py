@@ -140,14 +140,7 @@ class DiskQueue(DeliveryQueue):
                 state.tally.drop(1, size)
                 LOGGER.warning("A request was not queued for Opik: its delivery queue was closed")
                 return False
-            if size > self._max_bytes:
-                state.tally.drop(1, size)
-                LOGGER.warning(
-                    "A request of %d bytes is larger than the whole Opik delivery queue "
-                    "(%d bytes) and was dropped",
-                    size,
-                    self._max_bytes,
-                )
+            if state.tally.refused_as_too_large(size, self._max_bytes):
                 return False
             for _ in range(2):
                 own = self._own_dir(state)

@@ -50,14 +50,7 @@ class MemoryQueue(DeliveryQueue):
                 state.tally.drop(1, size)
                 LOGGER.warning("A request was not queued for Opik: %s", problem)
                 return False
-            if size > self._max_bytes:
-                state.tally.drop(1, size)
-                LOGGER.warning(
-                    "A request of %d bytes is larger than the whole Opik delivery queue "
-                    "(%d bytes) and was dropped",
-                    size,
-                    self._max_bytes,
-                )
+            if state.tally.refused_as_too_large(size, self._max_bytes):
                 return False
             self._evict(state, self._max_bytes - size)
             state.sequence += 1
