@@ -28,7 +28,7 @@ from .attributes import (
     SAMPLED_OUT,
 )
 from .ids import canonical_uuid_v7, generate_id
-from .linkage import span_attributes, span_linkage
+from .linkage import Linkage, span_attributes, span_linkage
 from .projects import (
     OPIK_PROJECT_NAME_BAGGAGE,
     OPIK_PROJECT_NAME_HEADER,
@@ -315,15 +315,19 @@ def context_with_opik_baggage(
         linkage = span_linkage(span if span is not None else trace.get_current_span(base))
         if linkage is None:
             return base
-        with_trace = baggage.set_baggage(OPIK_TRACE_ID, linkage.trace_id, base)
-        if linkage.parent_span_id is None:
-            with_span = baggage.remove_baggage(OPIK_SPAN_ID, with_trace)
-        else:
-            with_span = baggage.set_baggage(OPIK_SPAN_ID, linkage.parent_span_id, with_trace)
-        if linkage.project_name is None:
-            return baggage.remove_baggage(OPIK_PROJECT_NAME_BAGGAGE, with_span)
-        return baggage.set_baggage(OPIK_PROJECT_NAME_BAGGAGE, linkage.project_name, with_span)
+        return with_linkage_baggage(base, linkage)
     except Exception:
         LOGGER.warning("Could not put Opik linkage into baggage.", exc_info=True)
         return base
 
+
+def with_linkage_baggage(context: Context, linkage: Linkage) -> Context:
+    """``context`` with its ``opik.*`` baggage entries set to ``linkage``."""
+    context = baggage.set_baggage(OPIK_TRACE_ID, linkage.trace_id, context)
+    if linkage.project_name is None:
+        context = baggage.remove_baggage(OPIK_PROJECT_NAME_BAGGAGE, context)
+    else:
+        context = baggage.set_baggage(OPIK_PROJECT_NAME_BAGGAGE, linkage.project_name, context)
+    if linkage.parent_span_id is None:
+        return baggage.remove_baggage(OPIK_SPAN_ID, context)
+    return baggage.set_baggage(OPIK_SPAN_ID, linkage.parent_span_id, context)

@@ -47,10 +47,10 @@ from .distributed_trace import (
     _header_items,
     _normalized_header_name,
     extract_opik_distributed_trace_attributes,
+    with_linkage_baggage,
 )
 from .linkage import PROPAGATED_LINKAGE_KEY, Linkage, resolve_linkage
 from .projects import (
-    OPIK_PROJECT_NAME_BAGGAGE,
     OPIK_PROJECT_NAME_HEADER,
     OPIK_PROJECT_NAME_HEADER_HYPHENATED,
 )
@@ -178,7 +178,7 @@ class OpikPropagator(TextMapPropagator):
             )
             result = set_value(PROPAGATED_LINKAGE_KEY, linkage, context)
             if self._baggage:
-                result = _with_linkage_baggage(result, linkage)
+                result = with_linkage_baggage(result, linkage)
             return result
         except Exception:
             LOGGER.warning("Could not store Opik linkage in the context.", exc_info=True)
@@ -223,7 +223,7 @@ class OpikPropagator(TextMapPropagator):
             # Baggage that already carries opik.* entries names the upstream span; left
             # as is, a downstream service reading only baggage would hang under it.
             if self._baggage or _has_opik_baggage(base):
-                _W3C_BAGGAGE.inject(carrier, _with_linkage_baggage(base, linkage), setter)
+                _W3C_BAGGAGE.inject(carrier, with_linkage_baggage(base, linkage), setter)
         except Exception:
             LOGGER.warning(
                 "Could not write Opik distributed trace headers into a %s carrier.",
@@ -279,15 +279,3 @@ def _with_propagated_trace_attributes(context: Context, carrier: Any, getter: Ge
 def _has_opik_baggage(context: Context) -> bool:
     entries = baggage.get_all(context)
     return OPIK_TRACE_ID in entries or OPIK_SPAN_ID in entries
-
-
-def _with_linkage_baggage(context: Context, linkage: Linkage) -> Context:
-    """``context`` with its ``opik.*`` baggage entries set to ``linkage``."""
-    context = baggage.set_baggage(OPIK_TRACE_ID, linkage.trace_id, context)
-    if linkage.project_name is None:
-        context = baggage.remove_baggage(OPIK_PROJECT_NAME_BAGGAGE, context)
-    else:
-        context = baggage.set_baggage(OPIK_PROJECT_NAME_BAGGAGE, linkage.project_name, context)
-    if linkage.parent_span_id is None:
-        return baggage.remove_baggage(OPIK_SPAN_ID, context)
-    return baggage.set_baggage(OPIK_SPAN_ID, linkage.parent_span_id, context)
