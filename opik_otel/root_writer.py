@@ -9,6 +9,7 @@ open at shutdown. One lock orders all of it, so a trace row is always queued ahe
 the children of its trace.
 """
 
+import math
 import threading
 import time
 from typing import Callable, Optional, Sequence
@@ -42,6 +43,11 @@ class OpenRootWriter:
         self._thread_lock = threading.Lock()
         self._open_roots = OpenRoots()
         self._wakeup = threading.Event()
+        # When the thread will look at the roots next (monotonic; inf: only when woken).
+        # A root starting later is due later than those it waits for, so most starts
+        # need not wake it: one wake-up per root would cost the application's thread
+        # a GIL hand-over and the thread a pass over every open root.
+        self._next_look = math.inf
         self._thread: Optional[threading.Thread] = None
         self._stopped = False
 
@@ -52,7 +58,8 @@ class OpenRootWriter:
         self._open_roots.add(span)
         if self._thread is None:
             self._start_thread()
-        self._wakeup.set()
+        if self._next_look > time.monotonic() + OPEN_ROOT_DELAY_SECONDS:
+            self._wakeup.set()
 
     def write_batch(self, spans: Sequence[ReadableSpan]) -> bool:
         """Queue a batch, preceded by the open roots of its children."""
@@ -120,9 +127,14 @@ class OpenRootWriter:
         token = attach(suppressed_context())
         try:
             while not self._stopped:
+                # Any root starting from here on wakes the thread, until it knows when
+                # to look next (then only a root due before that does).
+                self._next_look = math.inf
                 self._wakeup.clear()
                 wait = self._open_roots.next_due_in(OPEN_ROOT_DELAY_SECONDS)
                 if wait is None or wait > 0:
+                    if wait is not None:
+                        self._next_look = time.monotonic() + wait
                     self._wakeup.wait(wait)
                     continue
                 with self._ordering_lock:

@@ -95,6 +95,30 @@ def test_root_open_past_the_delay_is_written_without_any_child(opik, pipelines):
     assert root.error_info is None and root.end_time > root.start_time
 
 
+def test_roots_started_while_the_writer_waits_are_written_in_their_turn(opik, pipelines):
+    # The writer thread sleeps until the oldest open root is due and is not woken by
+    # later roots; one started after every earlier root ended must still wake it.
+    tracer, tracing = pipelines(url=opik.url, project_name="open")
+    with tracer.start_as_current_span("quick-root"):
+        pass  # ended at once: the thread may then have nothing due and sleep until woken
+    first = tracer.start_span("first-open-root")
+    time.sleep(OPEN_ROOT_DELAY_SECONDS / 2)
+    second = tracer.start_span("second-open-root")  # due after first: no wake-up
+    try:
+        deadline = time.monotonic() + OPEN_ROOT_DELAY_SECONDS + 10
+        wanted = {"first-open-root", "second-open-root"}
+        while time.monotonic() < deadline and not wanted <= {row.name for row in opik.traces()}:
+            time.sleep(0.05)
+        rows = {row.name: row for row in opik.traces()}
+        assert wanted <= set(rows), opik.trees()
+        assert rows["second-open-root"].end_time is None
+    finally:
+        first.end()
+        second.end()
+    assert tracing.force_flush()
+    assert len(opik.traces()) == 3 and opik.orphans() == []
+
+
 def test_short_roots_are_written_once(opik, pipelines):
     tracer, tracing = pipelines(url=opik.url)
     for index in range(5):
