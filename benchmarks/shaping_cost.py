@@ -23,7 +23,7 @@ from opik_otel import OpikSpanProcessor
 from opik_otel.encoding import encode_span_batch
 from opik_otel.masking import Masker
 from opik_otel.otlp_wire import WireEncoder
-from opik_otel.prepare import TraceOptions, prepare_batch
+from opik_otel.prepare import BatchPreparer, TraceOptions
 from opik_otel.sampling import installed_sampler
 
 SPANS_PER_REQUEST = 4
@@ -76,7 +76,7 @@ def app_side(tracer: trace.Tracer, traces: int) -> float:
 def export_side(masker: Masker, spans: List[ReadableSpan]) -> float:
     """The exporter's preparation and encoding stages, as ``OpikExporter.export`` runs them."""
     start = time.perf_counter_ns()
-    batch = prepare_batch(spans, TraceOptions(project_name="bench"), {}, masker)
+    batch = BatchPreparer(TraceOptions(project_name="bench"), masker).prepare(spans)
     encode_span_batch(batch.spans, batch.changes, WireEncoder())
     return (time.perf_counter_ns() - start) / len(spans)
 

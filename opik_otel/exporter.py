@@ -49,7 +49,7 @@ from .options import (
 from .masking import Masker, MaskFunction, Scrub
 from .otlp_wire import WireEncoder
 from .payloads import SPANS, TRACES, Payload
-from .prepare import PreparedBatch, TraceOptions, prepare_batch
+from .prepare import BatchPreparer, PreparedBatch, TraceOptions
 from .projects import group_by_project
 from .root_writer import OpenRootWriter
 from .queue import DeliveryQueue, Record, open_queue
@@ -197,11 +197,8 @@ class OpikExporter(SpanExporter):
         )
         self._transport = Transport(self._verify)
         self._losses_seen = 0
-        self._seen_span_ids: Dict[str, int] = {}
         # The parent's open roots are not the child's.
-        self._roots = OpenRootWriter(
-            lambda spans: prepare_batch(spans, self._options, self._seen_span_ids, self._masker), self._enqueue_batch
-        )
+        self._roots = OpenRootWriter(BatchPreparer(self._options, self._masker).prepare, self._enqueue_batch)
         self._sender = Sender(
             self._queue,
             self._transport,

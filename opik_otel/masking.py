@@ -45,7 +45,7 @@ _OPIK, _SECRET, _INPUT, _OUTPUT = "opik", "secret", "input", "output"
 _CACHE_LIMIT = 4096
 
 
-def _anonymizers() -> List[Any]:
+def registered_anonymizers() -> List[Any]:
     """The Opik SDK's registered anonymizers when the application imported it."""
     hooks = sys.modules.get("opik.hooks")
     if hooks is None:
@@ -79,11 +79,19 @@ class Masker:
     @property
     def active(self) -> bool:
         """Whether anything can change: scrubbing, a mask, or registered anonymizers."""
-        return self._scrub is not None or self._mask is not None or bool(_anonymizers())
+        return self._scrub is not None or self._mask is not None or bool(registered_anonymizers())
 
-    def attribute_changes(self, attributes: Mapping[str, Any], changes: Dict[str, Any]) -> None:
+    def rewrites_values(self, anonymizers: List[Any]) -> bool:
+        """Whether any value can change other than by scrubbing (a mask, or the SDK's
+        ``anonymizers`` as :func:`registered_anonymizers` found them for this batch)."""
+        return self._mask is not None or bool(anonymizers)
+
+    def is_secret(self, key: str) -> bool:
+        """Whether scrubbing replaces the value of span attribute ``key``."""
+        return self._kind(key) == _SECRET
+
+    def attribute_changes(self, attributes: Mapping[str, Any], changes: Dict[str, Any], anonymizers: List[Any]) -> None:
         """Add to ``changes`` the masked values of ``attributes`` (keys already changed skipped)."""
-        anonymizers = _anonymizers()
         for key, value in attributes.items():
             if key in changes:
                 continue
@@ -91,18 +99,20 @@ class Masker:
             if masked is not value:
                 changes[key] = masked
 
-    def events_and_links(self, span: ReadableSpan) -> Tuple[Optional[List[Event]], Optional[List[Link]]]:
+    def events_and_links(
+        self, span: ReadableSpan, anonymizers: List[Any]
+    ) -> Tuple[Optional[List[Event]], Optional[List[Link]]]:
         """Masked copies of the span's events and links, ``None`` where nothing changed."""
-        anonymizers = _anonymizers()
         events: Optional[List[Event]] = None
-        for index, event in enumerate(span.events or ()):
+        # The SDK's accessors copy events and links; most spans have none.
+        for index, event in enumerate((span.events or ()) if getattr(span, "_events", True) else ()):
             masked = self._mapping(event.attributes, anonymizers)
             if masked is not None:
                 if events is None:
                     events = list(span.events)
                 events[index] = Event(event.name, masked, event.timestamp)
         links: Optional[List[Link]] = None
-        for index, link in enumerate(span.links or ()):
+        for index, link in enumerate((span.links or ()) if getattr(span, "_links", True) else ()):
             masked = self._mapping(link.attributes, anonymizers)
             if masked is not None:
                 if links is None:

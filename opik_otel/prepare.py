@@ -8,7 +8,7 @@ Nothing here does I/O.
 """
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from opentelemetry.sdk.trace import ReadableSpan
 
@@ -17,13 +17,15 @@ from .attributes import DROPPED_SPAN, MINTED_TRACE, OPIK_TRACE_ID, PROJECT_NAME,
 from .linkage import span_attributes
 from .projects import usable_project_name
 from .jsontext import dump_json
-from .masking import Masker
+from .masking import REDACTED, Masker, registered_anonymizers
 from .spans import (
+    ID_ATTRIBUTES,
+    USAGE_PREFIX,
+    changed_attributes,
     copy_span,
     distinct_span_id_fix,
-    id_fixes,
-    invalid_usage_removals,
-    sendable_span,
+    id_fix,
+    is_invalid_usage,
     sendable_surroundings,
     strict_json_fixes,
     value_fixes,
@@ -70,67 +72,135 @@ class PreparedBatch:
     projects: List[Optional[str]] = field(default_factory=list)
 
 
-def prepare_batch(
-    spans: Sequence[ReadableSpan],
-    options: TraceOptions,
-    seen_span_ids: Dict[str, int],
-    masker: Optional[Masker] = None,
-) -> PreparedBatch:
-    """Leave out filtered and sampled-out spans, mask values, strip private markers,
-    add trace-level options to root spans, make ids sendable, collect trace rows.
+# What preparing a span does for an attribute key (flags; most keys have none).
+_USAGE, _MARKER, _ID, _SECRET, _JSON = 1, 2, 4, 8, 16
+_SPECIAL_KEYS = {
+    **{key: _MARKER for key in PRIVATE_MARKERS},
+    **{key: _ID for key in ID_ATTRIBUTES},
+    OPIK_METADATA: _JSON,
+    OPIK_TAGS: _JSON,
+}
+_MEMO_LIMIT = 4096
 
-    Attribute values the encoder cannot take are repaired by the encoder itself, and
-    masked attribute values go into the changes, so spans are only copied where a name
-    or key is not text or masking changed an event or link."""
-    prepared: List[ReadableSpan] = []
-    all_changes: List[Dict[str, Any]] = []
-    rows: List[Dict[str, Any]] = []
-    projects: List[Optional[str]] = []
-    checked: Dict[Any, Optional[str]] = {}
-    if masker is not None and not masker.active:
-        masker = None
-    for span in spans:
-        span = with_text_keys_and_name(span)
-        attributes = span_attributes(span)
-        if attributes.get(SAMPLED_OUT) is True:
-            continue
-        minted = attributes.get(MINTED_TRACE) is True
-        is_root = span.parent is None
-        dropped = attributes.get(DROPPED_SPAN) is True
-        if dropped and not (minted and is_root):
-            continue  # filtered out; no row to write from it either
-        if masker is not None:
-            events, links = masker.events_and_links(span)
-            if events is not None or links is not None:
-                span = copy_span(span, events=events, links=links)
-        changes = invalid_usage_removals(attributes)
-        for marker in PRIVATE_MARKERS:
-            if marker in attributes:
-                changes[marker] = None
-        project = None
-        if PROJECT_NAME in attributes:
-            raw = attributes[PROJECT_NAME]
-            if raw not in checked:
-                checked[raw] = usable_project_name(raw) if isinstance(raw, str) else None
-            project = checked[raw]
-        id_fixes(attributes, changes)
-        distinct_span_id_fix(span, changes, seen_span_ids)
-        root = root_trace_options(attributes, options) if is_root else options
-        if is_root and (minted or OPIK_TRACE_ID not in attributes):
-            changes.update(root_options(attributes, root, thread_wins=root.thread_id != options.thread_id))
-        if masker is not None:
-            masker.attribute_changes(attributes, changes)
-        strict_json_fixes(attributes, changes)
-        if minted and is_root:
-            row = trace_row(sendable_copy(span, changes), root, project)
-            if row is not None:
-                rows.append(row)
-        if not dropped:
-            prepared.append(span)
-            all_changes.append(changes)
-            projects.append(project)
-    # Resources and scopes are hashed to group spans: a broken one must be repaired first.
-    return PreparedBatch(sendable_surroundings(prepared), all_changes, rows, projects)
+
+class BatchPreparer:
+    """Prepares the batches of one exporter (one process: a forked child makes its own).
+
+    Remembers, per attribute key, what the key needs (a usage check, an id check, a
+    private marker, scrubbing), so that a span costs one pass over its keys; the id
+    strings found canonical, which the spans of a trace repeat; and the recent Opik
+    span ids, to catch one given to two spans.
+    """
+
+    def __init__(self, options: TraceOptions, masker: Optional[Masker] = None) -> None:
+        self._options = options
+        self._masker = masker
+        self._seen_span_ids: Dict[str, int] = {}
+        self._rules: Dict[str, int] = {}
+        self._canonical_ids: Dict[str, None] = {}
+
+    def prepare(self, spans: Sequence[ReadableSpan]) -> PreparedBatch:
+        """Leave out filtered and sampled-out spans, mask values, strip private markers,
+        add trace-level options to root spans, make ids sendable, collect trace rows.
+
+        Attribute values the encoder cannot take are repaired by the encoder itself, and
+        masked attribute values go into the changes, so spans are only copied where a
+        name or key is not text or masking changed an event or link."""
+        options = self._options
+        prepared: List[ReadableSpan] = []
+        all_changes: List[Dict[str, Any]] = []
+        rows: List[Dict[str, Any]] = []
+        projects: List[Optional[str]] = []
+        checked: Dict[Any, Optional[str]] = {}
+        canonical_ids = self._canonical_ids
+        if len(canonical_ids) >= _MEMO_LIMIT:
+            canonical_ids.clear()
+        masker = self._masker if self._masker is not None and self._masker.active else None
+        anonymizers = registered_anonymizers() if masker is not None else []
+        rewrites_values = masker is not None and masker.rewrites_values(anonymizers)
+        for span in spans:
+            attributes = span_attributes(span)
+            special = self._special_keys(attributes)
+            if special is None or type(span.name) is not str:
+                span = with_text_keys_and_name(span)
+                attributes = span_attributes(span)
+                special = self._special_keys(attributes) or []
+            if attributes.get(SAMPLED_OUT) is True:
+                continue
+            minted = attributes.get(MINTED_TRACE) is True
+            is_root = span.parent is None
+            dropped = attributes.get(DROPPED_SPAN) is True
+            if dropped and not (minted and is_root):
+                continue  # filtered out; no row to write from it either
+            if masker is not None:
+                events, links = masker.events_and_links(span, anonymizers)
+                if events is not None or links is not None:
+                    span = copy_span(span, events=events, links=links)
+            changes: Dict[str, Any] = {}
+            json_text = False
+            for key, rule in special:
+                json_text = json_text or bool(rule & _JSON)
+                if rule & _MARKER or (rule & _USAGE and is_invalid_usage(key, attributes[key])):
+                    changes[key] = None
+                elif rule & _ID:
+                    value = attributes[key]
+                    # The spans of a trace repeat its id and their parents' ids.
+                    if (type(value) is not str or value not in canonical_ids) and id_fix(key, value, changes):
+                        canonical_ids[value] = None
+            project = None
+            if PROJECT_NAME in attributes:
+                raw = attributes[PROJECT_NAME]
+                if raw not in checked:
+                    checked[raw] = usable_project_name(raw) if isinstance(raw, str) else None
+                project = checked[raw]
+            distinct_span_id_fix(span, changes, self._seen_span_ids)
+            root = root_trace_options(attributes, options) if is_root else options
+            if is_root and (minted or OPIK_TRACE_ID not in attributes):
+                changes.update(root_options(attributes, root, thread_wins=root.thread_id != options.thread_id))
+            if rewrites_values:
+                masker.attribute_changes(attributes, changes, anonymizers)  # type: ignore[union-attr]
+            elif masker is not None:
+                for key, rule in special:
+                    if rule & _SECRET and key not in changes:
+                        changes[key] = REDACTED
+            if json_text or OPIK_METADATA in changes or OPIK_TAGS in changes:
+                strict_json_fixes(attributes, changes)
+            if minted and is_root:
+                row = trace_row(span, sendable_attributes(attributes, changes), root, project)
+                if row is not None:
+                    rows.append(row)
+            if not dropped:
+                prepared.append(span)
+                all_changes.append(changes)
+                projects.append(project)
+        # Resources and scopes are hashed to group spans: a broken one must be repaired first.
+        return PreparedBatch(sendable_surroundings(prepared), all_changes, rows, projects)
+
+    def _special_keys(self, attributes: Mapping[str, Any]) -> Optional[List[Tuple[str, int]]]:
+        """The keys of ``attributes`` that need more than encoding, with what they
+        need; ``None`` if a key is not text."""
+        rules = self._rules
+        special = []
+        for key in attributes:
+            if type(key) is not str:
+                return None
+            rule = rules.get(key)
+            if rule is None:
+                rule = self._learn(key)
+            if rule:
+                special.append((key, rule))
+        return special
+
+    def _learn(self, key: str) -> int:
+        rule = _SPECIAL_KEYS.get(key, 0)
+        if key.startswith(USAGE_PREFIX):
+            rule |= _USAGE
+        if self._masker is not None and self._masker.is_secret(key):
+            rule |= _SECRET
+        if len(self._rules) >= _MEMO_LIMIT:
+            self._rules.clear()
+        self._rules[key] = rule
+        return rule
 
 
 def root_trace_options(attributes: Mapping[str, Any], options: TraceOptions) -> TraceOptions:
@@ -149,11 +219,12 @@ def root_trace_options(attributes: Mapping[str, Any], options: TraceOptions) -> 
     )
 
 
-def sendable_copy(span: ReadableSpan, changes: Mapping[str, Any]) -> ReadableSpan:
-    """``span`` as it is sent: ``changes`` applied and unencodable values repaired."""
+def sendable_attributes(attributes: Mapping[str, Any], changes: Mapping[str, Any]) -> Dict[str, Any]:
+    """A span's attributes as they are sent: ``changes`` applied and unencodable
+    values repaired."""
     fixes = dict(changes)
-    value_fixes(span_attributes(span), fixes)
-    return sendable_span(span, fixes)
+    value_fixes(attributes, fixes)
+    return changed_attributes(attributes, fixes)
 
 
 def root_options(attributes: Mapping[str, Any], options: TraceOptions, thread_wins: bool = False) -> Dict[str, Any]:
@@ -174,12 +245,14 @@ def root_options(attributes: Mapping[str, Any], options: TraceOptions, thread_wi
 
 
 def trace_row(
-    root: ReadableSpan, options: TraceOptions, project: Optional[str] = None
+    root: ReadableSpan, attributes: Mapping[str, Any], options: TraceOptions, project: Optional[str] = None
 ) -> Optional[Dict[str, Any]]:
-    """The REST trace row of a minted root span, or ``None`` (logged) when it cannot be built."""
+    """The REST trace row of a minted root span whose attributes are sent as
+    ``attributes``, or ``None`` (logged) when it cannot be built."""
     try:
         return trace_row_from_span(
             root,
+            attributes=attributes,
             project_name=project or options.project_name,
             tags=options.tags,
             metadata=options.metadata,

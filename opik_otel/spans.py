@@ -14,6 +14,7 @@ from opentelemetry.trace import Link, Status
 from ._logging import get_logger
 from .attributes import OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
 from .ids import canonical_uuid_v7, generate_id
+from .linkage import span_attributes
 from .trace_rows import OPIK_METADATA, OPIK_TAGS
 from .repairs import (
     is_sendable_text,
@@ -26,8 +27,8 @@ from .repairs import (
 
 LOGGER = get_logger(__name__)
 
-_USAGE_PREFIX = "gen_ai.usage."
-_ID_ATTRIBUTES = (OPIK_TRACE_ID, OPIK_SPAN_ID, OPIK_PARENT_SPAN_ID)
+USAGE_PREFIX = "gen_ai.usage."
+ID_ATTRIBUTES = (OPIK_TRACE_ID, OPIK_SPAN_ID, OPIK_PARENT_SPAN_ID)
 
 
 def copy_span(
@@ -85,18 +86,17 @@ def changed_attributes(attributes: Optional[Mapping[str, Any]], changes: Mapping
     return result
 
 
-def id_fixes(attributes: Mapping[str, Any], changes: Dict[str, Any]) -> None:
-    """Opik ids written in canonical form; invalid ones left out (Opik would ignore them
-    with a warning, and a wrong spelling must never be stored)."""
-    for key in _ID_ATTRIBUTES:
-        if key in attributes:
-            value = attributes[key]
-            canonical = canonical_uuid_v7(value)
-            if canonical is None:
-                changes[key] = None
-                LOGGER.warning("Span attribute '%s' is not a UUIDv7 string; it is left out of the export.", key)
-            elif canonical is not value:
-                changes[key] = canonical
+def id_fix(key: str, value: Any, changes: Dict[str, Any]) -> bool:
+    """The Opik id attribute ``key`` written in canonical form; an invalid one left out
+    (Opik would ignore it with a warning, and a wrong spelling must never be stored).
+    ``True`` when ``value`` is canonical already."""
+    canonical = canonical_uuid_v7(value)
+    if canonical is None:
+        changes[key] = None
+        LOGGER.warning("Span attribute '%s' is not a UUIDv7 string; it is left out of the export.", key)
+    elif canonical is not value:
+        changes[key] = canonical
+    return canonical is value
 
 
 # How many recent Opik span ids the exporter remembers to catch one given to two spans.
@@ -109,7 +109,7 @@ def distinct_span_id_fix(span: ReadableSpan, changes: Dict[str, Any], seen: Dict
     User code setting ``opik.span_id`` itself is how that happens. ``seen`` maps recent
     Opik span ids to the OTel span id that used them; it is forgotten at
     :data:`SEEN_SPAN_IDS_LIMIT` entries."""
-    span_id = changes.get(OPIK_SPAN_ID, (span.attributes or {}).get(OPIK_SPAN_ID))
+    span_id = changes.get(OPIK_SPAN_ID, span_attributes(span).get(OPIK_SPAN_ID))
     if not isinstance(span_id, str):
         return
     otel_span_id = span.context.span_id if span.context is not None else 0
@@ -200,7 +200,8 @@ def sendable_surroundings(spans: Sequence[ReadableSpan]) -> List[ReadableSpan]:
     scopes: Dict[int, Optional[InstrumentationScope]] = {}
     result: List[ReadableSpan] = []
     for span in spans:
-        links = _sendable_links(span.links)
+        # The SDK's links accessor copies them; most spans have none.
+        links = _sendable_links(span.links) if getattr(span, "_links", True) else None
         resource = span.resource
         if id(resource) not in resources:
             resources[id(resource)] = _sendable_resource(resource)
@@ -271,33 +272,26 @@ def _repaired_optional_text(value: Any) -> Optional[str]:
 _PLAIN_USAGE_TYPES = (int, float, bool, tuple, list, dict)
 
 
-def invalid_usage_removals(attributes: Mapping[str, Any]) -> Dict[str, Any]:
-    """Usage attributes Opik would reject the whole request for: strings that are not
-    strict JSON (Opik's parser takes no NaN/Infinity either), byte strings (which arrive
-    as base64 text, never JSON) and values of other types, which would be sent as text."""
-    removals: Dict[str, Any] = {}
-    for key in attributes:
-        if not isinstance(key, str) or not key.startswith(_USAGE_PREFIX):
-            continue
-        value = attributes[key]
-        kind = type(value)
-        if kind in _PLAIN_USAGE_TYPES:
-            continue
-        if kind is str:
-            try:
-                json.loads(value, parse_constant=_refuse_constant)
-                continue
-            except (ValueError, RecursionError):
-                pass
-        # Bytes arrive as base64 text, and other objects would be repaired into text:
-        # neither is JSON.
-        LOGGER.warning(
-            "Span attribute '%s' is not JSON (nor a number); Opik would refuse the "
-            "whole batch for it, so it is left out.",
-            key,
-        )
-        removals[key] = None
-    return removals
+def is_invalid_usage(key: str, value: Any) -> bool:
+    """Whether the usage attribute ``key`` must be left out (one warning): Opik would
+    reject the whole request for a string that is not strict JSON (its parser takes no
+    NaN/Infinity either), a byte string (which arrives as base64 text, never JSON) or a
+    value of another type, which would be sent as text."""
+    kind = type(value)
+    if kind in _PLAIN_USAGE_TYPES:
+        return False
+    if kind is str:
+        try:
+            json.loads(value, parse_constant=_refuse_constant)
+            return False
+        except (ValueError, RecursionError):
+            pass
+    LOGGER.warning(
+        "Span attribute '%s' is not JSON (nor a number); Opik would refuse the "
+        "whole batch for it, so it is left out.",
+        key,
+    )
+    return True
 
 
 def strict_json_fixes(attributes: Mapping[str, Any], changes: Dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from opentelemetry.trace import StatusCode
 from opik_otel.attributes import OPIK_TRACE_ID
 from opik_otel.ids import canonical_uuid_v7
 from opik_otel.linkage import span_attributes
+from opik_otel.repairs import repaired_text
 
 OPIK_TAGS = "opik.tags"
 OPIK_METADATA = "opik.metadata"
@@ -56,6 +57,7 @@ def trace_rows_request_body(rows: Iterable[Mapping[str, Any]]) -> Dict[str, Any]
 def trace_row_from_span(
     span: ReadableSpan,
     *,
+    attributes: Optional[Mapping[str, Any]] = None,
     project_name: Optional[str],
     tags: Sequence[str] = (),
     metadata: Optional[Mapping[str, Any]] = None,
@@ -65,6 +67,8 @@ def trace_row_from_span(
 
     Args:
         span: A finished root span carrying its Opik trace id in ``opik.trace_id``.
+        attributes: the span's attributes as they are sent, when they differ from
+            ``span``'s own (default: ``span``'s).
         project_name: Opik project; ``None`` leaves it to the backend's default.
         tags: Tags from the exporter's configuration, listed before the span's own.
         metadata: Metadata from the exporter's configuration; the span's values win.
@@ -77,7 +81,8 @@ def trace_row_from_span(
         ValueError: the span has no valid ``opik.trace_id`` or no start time, so no
             row can be written for it.
     """
-    attributes: Mapping[str, Any] = span_attributes(span)
+    if attributes is None:
+        attributes = span_attributes(span)
     trace_id = canonical_uuid_v7(attributes.get(OPIK_TRACE_ID))
     if trace_id is None:
         raise ValueError(f"span {span.name!r} has no valid UUIDv7 {OPIK_TRACE_ID} attribute; no trace row can be built")
@@ -87,7 +92,7 @@ def trace_row_from_span(
     row: Dict[str, Any] = {
         "id": trace_id,
         "project_name": project_name,
-        "name": span.name,
+        "name": repaired_text(span.name),
         "start_time": format_timestamp(span.start_time),
         "end_time": format_timestamp(span.end_time) if span.end_time is not None else None,
         "input": _select_io(attributes, INPUT_PREFIXES),
@@ -226,7 +231,8 @@ def error_info_from_span(span: ReadableSpan) -> Optional[Dict[str, str]]:
         return {key: value for key, value in info.items() if value is not None}
     status = span.status
     if status is not None and status.status_code is StatusCode.ERROR:
-        info = {"exception_type": STATUS_ERROR_TYPE, "message": status.description or None, "traceback": ""}
+        message = repaired_text(status.description) if status.description else None
+        info = {"exception_type": STATUS_ERROR_TYPE, "message": message, "traceback": ""}
         return {key: value for key, value in info.items() if value is not None}
     return None
 
@@ -235,7 +241,7 @@ def _text(value: Any) -> Optional[str]:
     if value is None:
         return None
     if isinstance(value, str):
-        return value
+        return repaired_text(value)
     return json.dumps(_json_safe_or_str(value))
 
 
