@@ -11,6 +11,7 @@ from opentelemetry.context import Context, create_key, get_current
 from opentelemetry.trace import Span
 
 from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.sdk.util import BoundedList
 
 # The keys behind get_current_span() and baggage.get_all(), private but stable since
 # API 1.0: on_start runs for every span, and reading the context dict directly saves
@@ -54,6 +55,14 @@ def span_attributes(span: Any) -> Mapping[str, Any]:
         return store._dict
     attributes = getattr(span, "attributes", None)
     return attributes if isinstance(attributes, Mapping) else _EMPTY
+
+
+def may_hold_items(store: Any) -> bool:
+    """Whether a span's private events or links store (``getattr(span, "_events", True)``)
+    may hold any. Most spans have none, and asking is on the export path of every span:
+    the SDK's ``BoundedList`` is asked through its deque (its ``__len__`` is a Python
+    call, and the public accessors copy)."""
+    return bool(store._dq if type(store) is BoundedList else store)  # type: ignore[attr-defined]
 
 
 def span_linkage(span: Any) -> Optional[Linkage]:

@@ -17,6 +17,7 @@ from opentelemetry.trace import Link
 from ._logging import get_logger
 from .config import ConfigurationError
 from .repairs import repaired_text
+from .linkage import may_hold_items
 from .trace_rows import OUTPUT_PREFIXES, THREAD_ID_ATTRIBUTES
 
 LOGGER = get_logger(__name__)
@@ -104,15 +105,14 @@ class Masker:
     ) -> Tuple[Optional[List[Event]], Optional[List[Link]]]:
         """Masked copies of the span's events and links, ``None`` where nothing changed."""
         events: Optional[List[Event]] = None
-        # The SDK's accessors copy events and links; most spans have none.
-        for index, event in enumerate((span.events or ()) if getattr(span, "_events", True) else ()):
+        for index, event in enumerate((span.events or ()) if may_hold_items(getattr(span, "_events", True)) else ()):
             masked = self._mapping(event.attributes, anonymizers)
             if masked is not None:
                 if events is None:
                     events = list(span.events)
                 events[index] = Event(event.name, masked, event.timestamp)
         links: Optional[List[Link]] = None
-        for index, link in enumerate((span.links or ()) if getattr(span, "_links", True) else ()):
+        for index, link in enumerate((span.links or ()) if may_hold_items(getattr(span, "_links", True)) else ()):
             masked = self._mapping(link.attributes, anonymizers)
             if masked is not None:
                 if links is None:

@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
-from .linkage import span_attributes
+from .linkage import may_hold_items, span_attributes
 from .otlp_values import FIXED64, SMALL, VARINTS, AttributeWriter, field, varint
 from .repairs import repaired_attributes, repaired_text
 from .spans import changed_attributes, sendable_span, sendable_surroundings, value_fixes
@@ -156,13 +156,13 @@ class WireEncoder:
         if dropped:
             parts.append(_DROPPED_ATTRIBUTES + varint(dropped))
         # The SDK's events and links accessors copy under a lock; most spans have none.
-        if getattr(span, "_events", True):
+        if may_hold_items(getattr(span, "_events", True)):
             for event in span.events:
                 parts.append(field(_EVENT, self._event(event)))
         dropped = span.dropped_events
         if dropped:
             parts.append(_DROPPED_EVENTS + varint(dropped))
-        if getattr(span, "_links", True):
+        if may_hold_items(getattr(span, "_links", True)):
             for link in span.links:
                 parts.append(field(_LINK, self._link(link)))
         dropped = span.dropped_links

@@ -14,7 +14,7 @@ from opentelemetry.trace import Link, Status
 from ._logging import get_logger
 from .attributes import OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
 from .ids import canonical_uuid_v7, generate_id
-from .linkage import span_attributes
+from .linkage import may_hold_items, span_attributes
 from .trace_rows import OPIK_METADATA, OPIK_TAGS
 from .repairs import (
     is_sendable_text,
@@ -200,8 +200,7 @@ def sendable_surroundings(spans: Sequence[ReadableSpan]) -> List[ReadableSpan]:
     scopes: Dict[int, Optional[InstrumentationScope]] = {}
     result: List[ReadableSpan] = []
     for span in spans:
-        # The SDK's links accessor copies them; most spans have none.
-        links = _sendable_links(span.links) if getattr(span, "_links", True) else None
+        links = _sendable_links(span.links) if may_hold_items(getattr(span, "_links", True)) else None
         resource = span.resource
         if id(resource) not in resources:
             resources[id(resource)] = _sendable_resource(resource)

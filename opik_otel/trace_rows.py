@@ -16,14 +16,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import StatusCode
 
 from opik_otel.attributes import OPIK_TRACE_ID
 from opik_otel.ids import canonical_uuid_v7
-from opik_otel.linkage import span_attributes
+from opik_otel.linkage import may_hold_items, span_attributes
 from opik_otel.repairs import repaired_text
 
 OPIK_TAGS = "opik.tags"
@@ -89,20 +89,52 @@ def trace_row_from_span(
     if span.start_time is None:
         raise ValueError(f"span {span.name!r} has no start time; no trace row can be built")
 
+    start_time = format_timestamp(span.start_time)
+    end = span.end_time
+    span_tags = attributes.get(OPIK_TAGS)
+    inputs, outputs, metadata_keys = _io_and_metadata_keys(attributes)
     row: Dict[str, Any] = {
         "id": trace_id,
         "project_name": project_name,
         "name": repaired_text(span.name),
-        "start_time": format_timestamp(span.start_time),
-        "end_time": format_timestamp(span.end_time) if span.end_time is not None else None,
-        "input": _select_io(attributes, INPUT_PREFIXES),
-        "output": _select_io(attributes, OUTPUT_PREFIXES),
-        "metadata": merge_metadata(metadata, attributes),
-        "tags": merge_tags(tags, attributes.get(OPIK_TAGS)),
+        "start_time": start_time,
+        "end_time": None if end is None else _later_timestamp(start_time, span.start_time, end),
+        "input": inputs,
+        "output": outputs,
+        "metadata": _merged_metadata(metadata, attributes.get(OPIK_METADATA), metadata_keys),
+        "tags": merge_tags(tags, span_tags) if tags or span_tags is not None else None,
         "thread_id": _clean_thread_id(thread_id) or thread_id_from_attributes(attributes),
         "error_info": error_info_from_span(span),
     }
     return {key: value for key, value in row.items() if value is not None}
+
+
+def _io_and_metadata_keys(
+    attributes: Mapping[str, Any],
+) -> Tuple[Optional[Dict[str, Any]], Optional[Dict[str, Any]], Dict[str, Any]]:
+    """A root span's input and output attributes (``None`` if it has none), and its
+    ``opik.metadata.<key>`` attributes, from one pass over its attributes."""
+    inputs: Dict[str, Any] = {}
+    outputs: Dict[str, Any] = {}
+    metadata: Dict[str, Any] = {}
+    for key, value in attributes.items():
+        if not isinstance(key, str):
+            continue
+        if key.startswith(INPUT_PREFIXES):
+            inputs[key] = _parse_structured(value)
+        elif key.startswith(OUTPUT_PREFIXES):
+            outputs[key] = _parse_structured(value)
+        elif key.startswith(OPIK_METADATA_PREFIX):
+            metadata[key] = value
+    return inputs or None, outputs or None, metadata
+
+
+def _later_timestamp(earlier_text: str, earlier: int, later: int) -> str:
+    """``format_timestamp(later)``, reusing ``earlier``'s text within the same second
+    (most roots end in the second they started)."""
+    if later // 1_000_000_000 == earlier // 1_000_000_000:
+        return "%s%06dZ" % (earlier_text[:-7], later % 1_000_000_000 // 1000)
+    return format_timestamp(later)
 
 
 def format_timestamp(nanoseconds: int) -> str:
@@ -179,19 +211,26 @@ def merge_metadata(configured: Optional[Mapping[str, Any]], attributes: Mapping[
     backend stores them. An ``opik.metadata`` value that is not a JSON object is kept
     raw under its own key rather than lost.
     """
+    prefixed = {
+        key: value for key, value in attributes.items() if isinstance(key, str) and key.startswith(OPIK_METADATA_PREFIX)
+    }
+    return _merged_metadata(configured, attributes.get(OPIK_METADATA), prefixed)
+
+
+def _merged_metadata(
+    configured: Optional[Mapping[str, Any]], blob: Any, prefixed: Mapping[str, Any]
+) -> Optional[Dict[str, Any]]:
     merged: Dict[str, Any] = {}
     for key, value in (configured or {}).items():
         merged[str(key)] = _json_safe_or_str(value)
-    blob = attributes.get(OPIK_METADATA)
     if blob is not None:
         parsed = _loads_or_none(blob) if isinstance(blob, str) else None
         if isinstance(parsed, dict):
             merged.update(_json_safe_or_str(parsed))
         else:
             merged[OPIK_METADATA] = _json_safe_or_str(blob)
-    for key, value in attributes.items():
-        if isinstance(key, str) and key.startswith(OPIK_METADATA_PREFIX):
-            merged[key] = _json_safe_or_str(value)
+    for key, value in prefixed.items():
+        merged[key] = _json_safe_or_str(value)
     return merged or None
 
 
@@ -219,7 +258,8 @@ def error_info_from_span(span: ReadableSpan) -> Optional[Dict[str, str]]:
     Opik requires ``exception_type`` and ``traceback``; they get stand-in values
     when the span does not carry them.
     """
-    for event in reversed(tuple(span.events or ())):
+    events = span.events if may_hold_items(getattr(span, "_events", True)) else ()
+    for event in reversed(tuple(events or ())):
         if event.name != EXCEPTION_EVENT:
             continue
         event_attributes: Mapping[str, Any] = event.attributes or {}
@@ -243,20 +283,6 @@ def _text(value: Any) -> Optional[str]:
     if isinstance(value, str):
         return repaired_text(value)
     return json.dumps(_json_safe_or_str(value))
-
-
-def _select_io(attributes: Mapping[str, Any], prefixes: Sequence[str]) -> Optional[Dict[str, Any]]:
-    """Attributes whose key starts with one of ``prefixes``, keyed by full name.
-
-    String values holding a JSON object or array are parsed, so structured payloads
-    (OpenInference's ``input.value``) display as objects in Opik.
-    """
-    selected: Dict[str, Any] = {}
-    starts = tuple(prefixes)
-    for key, value in attributes.items():
-        if isinstance(key, str) and key.startswith(starts):
-            selected[key] = _parse_structured(value)
-    return selected or None
 
 
 def _parse_structured(value: Any) -> Any:
