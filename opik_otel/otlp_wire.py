@@ -18,7 +18,9 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tup
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.util import BoundedList
 from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from .linkage import may_hold_items, span_attributes
 from .otlp_values import FIXED64, SMALL, VARINTS, AttributeWriter, field, varint
@@ -42,7 +44,8 @@ _EVENT_TIME, _EVENT_NAME, _EVENT_ATTRIBUTE, _EVENT_DROPPED = b"\x09", b"\x12", b
 _LINK_ATTRIBUTE, _LINK_DROPPED = b"\x22", b"\x28"
 _LINK_LOCAL_FLAGS, _LINK_REMOTE_FLAGS = b"\x35\x00\x01\x00\x00", b"\x35\x00\x03\x00\x00"
 _STATUS_MESSAGE, _STATUS_CODE = b"\x12", b"\x18"
-_KINDS = {kind: b"\x30" + bytes([kind.value + 1]) for kind in SpanKind}
+# By identity: hashing an Enum member is a Python-level call.
+_KINDS = {id(kind): b"\x30" + bytes([kind.value + 1]) for kind in SpanKind}
 _UNSET_STATUS = _STATUS + b"\x00"
 
 # Cached encodings of resources and scopes, kept with the object they describe so that
@@ -130,14 +133,16 @@ class WireEncoder:
         parent = span.parent
         parts = [_TRACE_ID + context.trace_id.to_bytes(16, "big") + _SPAN_ID + context.span_id.to_bytes(8, "big")]
         trace_state = context.trace_state
-        if trace_state:
+        # Most spans share the SDK's default (empty) trace state; asking any other for
+        # its length is a Python-level call.
+        if trace_state is not DEFAULT_TRACE_STATE and trace_state:
             parts.append(field(_TRACE_STATE, ",".join([f"{k}={v}" for k, v in trace_state.items()]).encode("utf-8")))
         if parent is not None:
             parts.append(_PARENT_SPAN_ID + parent.span_id.to_bytes(8, "big"))
         name = span.name
         if name:
             parts.append(field(_NAME, _text(name)))
-        parts.append(_KINDS[span.kind])
+        parts.append(_KINDS[id(span.kind)])
         start, end = span.start_time, span.end_time
         if start:
             parts.append(_START + FIXED64(start))
@@ -156,16 +161,18 @@ class WireEncoder:
         if dropped:
             parts.append(_DROPPED_ATTRIBUTES + varint(dropped))
         # The SDK's events and links accessors copy under a lock; most spans have none.
-        if may_hold_items(getattr(span, "_events", True)):
+        events = getattr(span, "_events", True)
+        if may_hold_items(events):
             for event in span.events:
                 parts.append(field(_EVENT, self._event(event)))
-        dropped = span.dropped_events
+        dropped = events.dropped if type(events) is BoundedList else span.dropped_events
         if dropped:
             parts.append(_DROPPED_EVENTS + varint(dropped))
-        if may_hold_items(getattr(span, "_links", True)):
+        links = getattr(span, "_links", True)
+        if may_hold_items(links):
             for link in span.links:
                 parts.append(field(_LINK, self._link(link)))
-        dropped = span.dropped_links
+        dropped = links.dropped if type(links) is BoundedList else span.dropped_links
         if dropped:
             parts.append(_DROPPED_LINKS + varint(dropped))
         status = span.status
