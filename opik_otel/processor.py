@@ -13,6 +13,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Protocol, Set, Tuple
 
 from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.baggage import _BAGGAGE_KEY
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace.propagation import _SPAN_KEY
@@ -21,6 +22,7 @@ from ._logging import get_logger
 from .attributes import MINTED_TRACE, OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID, PROJECT_NAME
 from .ids import IdGenerator
 from .linkage import (
+    PROPAGATED_LINKAGE_KEY,
     Linkage,
     baggage_linkage,
     context_linkage,
@@ -145,6 +147,7 @@ class OpikSpanProcessor(SpanProcessor):
         # mapping, so an identity check cannot match a new one at a reused address).
         self._baggage_memo: Tuple[Any, Optional[Linkage]] = (None, None)
         self._current_context = current_context_getter()
+        self._from_baggage = self._baggage_linkage  # bound once, not on every span start
         # Found once the application imports opik; spans outside any tracked function
         # then cost one read of it instead of a walk through the SDK's modules.
         self._opik_spans: Any = None
@@ -165,70 +168,81 @@ class OpikSpanProcessor(SpanProcessor):
                 self.on_start = self._shaped_on_start  # type: ignore[method-assign]
 
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
-        # resolve_linkage() inlined for its two common cases (no linkage; a child of a
-        # span this processor stamped), with memos for ids and baggage already checked.
+        # resolve_linkage() inlined, with the stamping: this runs for every span, and
+        # each Python call saved is a few percent of a bare span's cost.
         try:
             context = self._current_context() if parent_context is None else parent_context
             parent = context.get(_SPAN_KEY)
+            trace_id: Any = None
+            parent_span_id: Any = None
             if parent is not None:
                 store = getattr(parent, "_attributes", None)
                 if type(store) is BoundedAttributes:
                     attributes = store._dict
                     trace_id = attributes.get(OPIK_TRACE_ID)
                     if trace_id is not None or OPIK_SPAN_ID in attributes:
-                        span_id = attributes.get(OPIK_SPAN_ID)
+                        parent_span_id = attributes.get(OPIK_SPAN_ID)
                         known = self._known_ids
                         # type() first: extended attribute values may be unhashable dicts.
-                        if type(trace_id) is str and trace_id in known and type(span_id) is str and span_id in known:
+                        if (
+                            type(trace_id) is str
+                            and trace_id in known
+                            and type(parent_span_id) is str
+                            and parent_span_id in known
+                        ):
                             project = attributes.get(PROJECT_NAME)
-                            self._stamp(span, trace_id, span_id, project if type(project) is str else None)
+                            if type(project) is not str:
+                                project = None
                         else:
-                            self._stamp_linkage(span, parent_span_linkage(attributes))
-                        return
+                            linkage = parent_span_linkage(attributes)
+                            if linkage is None:
+                                return
+                            trace_id, parent_span_id, project = linkage
                 else:
                     other = span_attributes(parent)
                     if OPIK_TRACE_ID in other or OPIK_SPAN_ID in other:
-                        self._stamp_linkage(span, parent_span_linkage(other))
-                        return
-            opik_spans = self._opik_spans
-            if opik_spans is None and "opik.context_storage" in sys.modules:
-                opik_spans = self._opik_spans = opik_span_stack()
-            linkage = context_linkage(context, opik_spans, self._baggage_linkage)
-            if linkage is not None:
-                self._stamp_linkage(span, linkage)
-            elif self._mint_root_ids and is_local_root(context):
-                set_linkage_attributes(span, self._root_attributes(span, context))
-                self._root_started(span)
+                        linkage = parent_span_linkage(other)
+                        if linkage is None:
+                            return
+                        trace_id, parent_span_id, project = linkage
+            if trace_id is None:
+                opik_spans = self._opik_spans
+                if opik_spans is None and "opik.context_storage" in sys.modules:
+                    opik_spans = self._opik_spans = opik_span_stack()
+                # context_linkage()'s answer when the context carries no signal at all.
+                if (
+                    opik_spans is not None
+                    and not opik_spans.get()
+                    and context.get(PROPAGATED_LINKAGE_KEY) is None
+                    and not context.get(_BAGGAGE_KEY)
+                ):
+                    linkage = None
+                else:
+                    linkage = context_linkage(context, opik_spans, self._from_baggage)
+                if linkage is None:
+                    if self._mint_root_ids and is_local_root(context):
+                        set_linkage_attributes(span, self._root_attributes(span, context))
+                        self._root_started(span)
+                    return
+                trace_id, parent_span_id, project = linkage
+            # All three are canonical now: remembered, so that this span's children
+            # skip checking them.
+            start_ns = span.start_time
+            span_id = self._ids.new_id(start_ns // 1_000_000 if start_ns else None)
+            new = {OPIK_TRACE_ID: trace_id, OPIK_SPAN_ID: span_id}
+            known = self._known_ids
+            if len(known) > _MAX_KNOWN_IDS - 3:
+                known.clear()  # enough to bound it: the next children check their ids again
+            known.add(trace_id)
+            known.add(span_id)
+            if parent_span_id is not None:
+                new[OPIK_PARENT_SPAN_ID] = parent_span_id
+                known.add(parent_span_id)
+            if project is not None:
+                new[PROJECT_NAME] = project
+            set_linkage_attributes(span, new)
         except Exception:  # a telemetry hook must never break the traced code
             LOGGER.warning("Could not apply Opik linkage to a span.", exc_info=True)
-
-    def _stamp_linkage(self, span: Span, linkage: Optional[Linkage]) -> None:
-        if linkage is None:
-            return
-        if linkage.parent_span_id is not None:
-            self._remember(linkage.parent_span_id)
-        self._stamp(span, linkage.trace_id, linkage.parent_span_id, linkage.project_name)
-
-    def _stamp(self, span: Span, trace_id: str, parent_span_id: Optional[str], project: Optional[str]) -> None:
-        """Give ``span`` a fresh Opik id in ``trace_id`` under ``parent_span_id``; all
-        three are canonical ids, remembered so that its children skip checking them."""
-        start_ns = span.start_time
-        span_id = self._ids.new_id(start_ns // 1_000_000 if start_ns else None)
-        attributes = {OPIK_TRACE_ID: trace_id, OPIK_SPAN_ID: span_id}
-        if parent_span_id is not None:
-            attributes[OPIK_PARENT_SPAN_ID] = parent_span_id
-        if project is not None:
-            attributes[PROJECT_NAME] = project
-        self._remember(trace_id)
-        self._remember(span_id)
-        set_linkage_attributes(span, attributes)
-
-    def _remember(self, canonical_id: str) -> None:
-        known = self._known_ids
-        if len(known) >= _MAX_KNOWN_IDS:
-            # Dropping them all is enough: the next children re-check and re-add.
-            known.clear()
-        known.add(canonical_id)
 
     def _baggage_linkage(self, entries: Mapping[str, Any]) -> Optional[Linkage]:
         """:func:`baggage_linkage`, reused while spans start in the same baggage.
