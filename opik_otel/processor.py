@@ -209,13 +209,15 @@ class OpikSpanProcessor(SpanProcessor):
                 opik_spans = self._opik_spans
                 if opik_spans is None and "opik.context_storage" in sys.modules:
                     opik_spans = self._opik_spans = opik_span_stack()
-                # context_linkage()'s answer when the context carries no signal at all.
-                if (
-                    opik_spans is not None
-                    and not opik_spans.get()
-                    and context.get(PROPAGATED_LINKAGE_KEY) is None
-                    and not context.get(_BAGGAGE_KEY)
-                ):
+                # context_linkage()'s answer, without calling it, in the two common cases:
+                # no signal at all, or the baggage of the previous linked span.
+                entries = context.get(_BAGGAGE_KEY)
+                memo = self._baggage_memo  # read once: another thread may replace it
+                if context.get(PROPAGATED_LINKAGE_KEY) is not None:
+                    linkage = context_linkage(context, opik_spans, self._from_baggage)
+                elif entries is not None and entries is memo[0]:
+                    linkage = memo[1]
+                elif not entries and opik_spans is not None and not opik_spans.get():
                     linkage = None
                 else:
                     linkage = context_linkage(context, opik_spans, self._from_baggage)
