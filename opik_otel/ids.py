@@ -65,6 +65,7 @@ class IdGenerator:
 
     def __init__(self) -> None:
         self._random = random.Random(os.urandom(32))
+        self._bits = self._random.getrandbits  # reseeding keeps the same Random object
         self._head: Tuple[Optional[int], str] = (None, "")
         if hasattr(os, "register_at_fork"):
             reference = weakref.ref(self)
@@ -88,7 +89,7 @@ class IdGenerator:
         # bytes.hex() is several times cheaper than %x formatting or slicing: the
         # version/rand_a and variant/rand_b groups come from one 4-byte value with a
         # hyphen between its halves, then the last 12 random digits.
-        bits = self._random.getrandbits
+        bits = self._bits
         middle = ((bits(32) & _MIDDLE_RANDOM) | _MIDDLE_FIXED).to_bytes(4, "big").hex("-", 2)
         return f"{head[1]}{middle}-{bits(48).to_bytes(6, 'big').hex()}"
 

@@ -140,6 +140,7 @@ class OpikSpanProcessor(SpanProcessor):
                 "or use opik_otel.configure()."
             )
         self._ids = IdGenerator()
+        self._new_id = self._ids.new_id
         # Canonical id strings this processor minted or checked: a child of a span it
         # stamped then skips two UUIDv7 checks. Holds canonical strings only.
         self._known_ids: Set[str] = set()
@@ -230,7 +231,7 @@ class OpikSpanProcessor(SpanProcessor):
             # All three are canonical now: remembered, so that this span's children
             # skip checking them.
             start_ns = span.start_time
-            span_id = self._ids.new_id(start_ns // 1_000_000 if start_ns else None)
+            span_id = self._new_id(start_ns // 1_000_000 if start_ns else None)
             new = {OPIK_TRACE_ID: trace_id, OPIK_SPAN_ID: span_id}
             known = self._known_ids
             if len(known) > _MAX_KNOWN_IDS - 3:

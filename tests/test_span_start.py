@@ -157,3 +157,17 @@ def test_the_current_context_comes_from_whatever_runtime_context_is_configured(m
     runtime.attach(trace.set_span_in_context(boundary))
     child = tracer.start_span("child")  # no context given: the processor asks the runtime
     assert child.attributes[OPIK_PARENT_SPAN_ID] == boundary.attributes[OPIK_SPAN_ID]
+
+
+def test_headers_extracted_into_the_memoised_baggage_still_win(tracer):
+    from opentelemetry.context import set_value
+
+    from opik_otel.linkage import PROPAGATED_LINKAGE_KEY, Linkage
+
+    bag = baggage.set_baggage(OPIK_TRACE_ID, TRACE, baggage.set_baggage(OPIK_SPAN_ID, PARENT))
+    assert tracer.start_span("first", context=bag).attributes[OPIK_TRACE_ID] == TRACE  # memoised
+    extracted = set_value(PROPAGATED_LINKAGE_KEY, Linkage(PARENT, TRACE, "p"), bag)
+    span = tracer.start_span("server", context=extracted)
+    assert span.attributes[OPIK_TRACE_ID] == PARENT
+    assert span.attributes[OPIK_PARENT_SPAN_ID] == TRACE
+    assert span.attributes[PROJECT_NAME] == "p"
