@@ -10,6 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from opik_otel import OpikSpanProcessor, attach_to_parent
 from opik_otel import processor as processor_module
+from opik_otel._logging import reset_rate_limits
 from opik_otel.attributes import OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID, PROJECT_NAME
 from opik_otel.linkage import current_context_getter
 
@@ -106,6 +107,9 @@ def test_spans_in_one_bad_baggage_are_each_left_unlinked_with_a_warning(tracer, 
     spans = [tracer.start_span(name, context=bad) for name in ("a", "b")]
     assert all(OPIK_TRACE_ID not in span.attributes for span in spans)
     assert len(linkage_warnings(caplog)) == 1  # rate-limited: one line for the cause
+    reset_rate_limits()  # as when the rate limit's interval has passed
+    assert OPIK_TRACE_ID not in tracer.start_span("c", context=bad).attributes
+    assert len(linkage_warnings(caplog)) == 2  # the bad baggage was not memoised as "no linkage"
 
 
 def test_each_baggage_mapping_gives_its_own_linkage(tracer):
