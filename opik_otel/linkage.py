@@ -5,9 +5,12 @@ work on the common path (a span with no Opik linkage anywhere) and never raise.
 """
 
 import sys
-from typing import Any, Mapping, NamedTuple, Optional, cast
+from contextvars import ContextVar
+from typing import Any, Callable, Mapping, NamedTuple, Optional, cast
 
+import opentelemetry.context
 from opentelemetry.context import Context, create_key, get_current
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.trace import Span
 
 from opentelemetry.attributes import BoundedAttributes
@@ -175,18 +178,45 @@ def resolve_linkage(context: Optional[Context], opik_spans: Any = None) -> Optio
         attributes = store._dict if type(store) is BoundedAttributes else span_attributes(parent)
         if OPIK_TRACE_ID in attributes or OPIK_SPAN_ID in attributes:
             return parent_span_linkage(attributes)
+    return context_linkage(context, opik_spans)
+
+
+def context_linkage(
+    context: Context,
+    opik_spans: Any = None,
+    from_baggage: Callable[[Mapping[str, Any]], Optional[Linkage]] = baggage_linkage,
+) -> Optional[Linkage]:
+    """The steps of :func:`resolve_linkage` after the parent span's attributes.
+
+    Args:
+        context: the context the span starts in.
+        opik_spans: as for :func:`resolve_linkage`.
+        from_baggage: reads the linkage of baggage entries that carry ``opik.*`` keys
+            (``OpikSpanProcessor`` passes a memo of :func:`baggage_linkage`).
+    """
     propagated = cast("Optional[Linkage]", context.get(PROPAGATED_LINKAGE_KEY))
     if propagated is not None:
         return propagated
     entries = cast("Optional[Mapping[str, Any]]", context.get(_BAGGAGE_KEY))
     if entries and (OPIK_TRACE_ID in entries or OPIK_SPAN_ID in entries):
-        return baggage_linkage(entries)
+        return from_baggage(entries)
     if opik_spans is not None and not opik_spans.get():
         return None
     # opik is never imported here: if the application has not imported it, no
     # tracked function can be active, and this step costs one dict lookup.
     context_storage = sys.modules.get("opik.context_storage")
     return None if context_storage is None else opik_sdk_linkage(context_storage)
+
+
+def current_context_getter() -> Callable[[], Context]:
+    """``opentelemetry.context.get_current``, or the context variable's own ``get``
+    behind it when the runtime context is the API's default contextvars one: it skips
+    two Python calls on every span start with no context given."""
+    runtime = getattr(opentelemetry.context, "_RUNTIME_CONTEXT", None)
+    variable = getattr(runtime, "_current_context", None)
+    if type(runtime) is ContextVarsRuntimeContext and isinstance(variable, ContextVar):
+        return cast("Callable[[], Context]", variable.get)
+    return get_current
 
 
 def opik_span_stack() -> Any:

@@ -10,16 +10,29 @@ fresh ``opik.span_id`` and its parent's Opik id.
 """
 
 import sys
-from typing import TYPE_CHECKING, Any, Dict, Optional, Protocol
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Protocol, Set, Tuple
 
 from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.context import Context, get_current
+from opentelemetry.baggage import _BAGGAGE_KEY
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace.propagation import _SPAN_KEY
 
 from ._logging import get_logger
 from .attributes import MINTED_TRACE, OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID, PROJECT_NAME
 from .ids import IdGenerator
-from .linkage import is_local_root, opik_context_project, opik_span_stack, resolve_linkage
+from .linkage import (
+    PROPAGATED_LINKAGE_KEY,
+    Linkage,
+    baggage_linkage,
+    context_linkage,
+    current_context_getter,
+    is_local_root,
+    opik_context_project,
+    opik_span_stack,
+    parent_span_linkage,
+    span_attributes,
+)
 from .projects import usable_project_name
 from .trace_attributes import TRACE_ATTRIBUTES_KEY
 
@@ -29,6 +42,10 @@ if TYPE_CHECKING:
 LOGGER = get_logger(__name__)
 
 _CANONICAL_ID_LENGTH = 36
+
+# Bound of OpikSpanProcessor's memo of checked ids (about 100 kB when full): far more
+# than the traces and open parent spans a process has at once.
+_MAX_KNOWN_IDS = 1024
 
 
 class RootStartSink(Protocol):
@@ -123,6 +140,15 @@ class OpikSpanProcessor(SpanProcessor):
                 "or use opik_otel.configure()."
             )
         self._ids = IdGenerator()
+        self._new_id = self._ids.new_id
+        # Canonical id strings this processor minted or checked: a child of a span it
+        # stamped then skips two UUIDv7 checks. Holds canonical strings only.
+        self._known_ids: Set[str] = set()
+        # The last baggage mapping that gave a linkage, with that linkage (it holds the
+        # mapping, so an identity check cannot match a new one at a reused address).
+        self._baggage_memo: Tuple[Any, Optional[Linkage]] = (None, None)
+        self._current_context = current_context_getter()
+        self._from_baggage = self._baggage_linkage  # bound once, not on every span start
         # Found once the application imports opik; spans outside any tracked function
         # then cost one read of it instead of a walk through the SDK's modules.
         self._opik_spans: Any = None
@@ -143,30 +169,98 @@ class OpikSpanProcessor(SpanProcessor):
                 self.on_start = self._shaped_on_start  # type: ignore[method-assign]
 
     def on_start(self, span: Span, parent_context: Optional[Context] = None) -> None:
+        # resolve_linkage() inlined, with the stamping: this runs for every span, and
+        # each Python call saved is a few percent of a bare span's cost.
         try:
-            opik_spans = self._opik_spans
-            if opik_spans is None and "opik.context_storage" in sys.modules:
-                opik_spans = self._opik_spans = opik_span_stack()
-            linkage = resolve_linkage(parent_context, opik_spans)
-            if linkage is None:
-                if self._mint_root_ids:
-                    context = get_current() if parent_context is None else parent_context
-                    if is_local_root(context):
+            context = self._current_context() if parent_context is None else parent_context
+            parent = context.get(_SPAN_KEY)
+            trace_id: Any = None
+            parent_span_id: Any = None
+            if parent is not None:
+                store = getattr(parent, "_attributes", None)
+                if type(store) is BoundedAttributes:
+                    attributes = store._dict
+                    trace_id = attributes.get(OPIK_TRACE_ID)
+                    if trace_id is not None or OPIK_SPAN_ID in attributes:
+                        parent_span_id = attributes.get(OPIK_SPAN_ID)
+                        known = self._known_ids
+                        # type() first: extended attribute values may be unhashable dicts.
+                        if (
+                            type(trace_id) is str
+                            and trace_id in known
+                            and type(parent_span_id) is str
+                            and parent_span_id in known
+                        ):
+                            project = attributes.get(PROJECT_NAME)
+                            if type(project) is not str:
+                                project = None
+                        else:
+                            linkage = parent_span_linkage(attributes)
+                            if linkage is None:
+                                return
+                            trace_id, parent_span_id, project = linkage
+                else:
+                    other = span_attributes(parent)
+                    if OPIK_TRACE_ID in other or OPIK_SPAN_ID in other:
+                        linkage = parent_span_linkage(other)
+                        if linkage is None:
+                            return
+                        trace_id, parent_span_id, project = linkage
+            if trace_id is None:
+                opik_spans = self._opik_spans
+                if opik_spans is None and "opik.context_storage" in sys.modules:
+                    opik_spans = self._opik_spans = opik_span_stack()
+                # context_linkage()'s answer, without calling it, in the two common cases:
+                # no signal at all, or the baggage of the previous linked span.
+                entries = context.get(_BAGGAGE_KEY)
+                memo = self._baggage_memo  # read once: another thread may replace it
+                if context.get(PROPAGATED_LINKAGE_KEY) is not None:
+                    linkage = context_linkage(context, opik_spans, self._from_baggage)
+                elif entries is not None and entries is memo[0]:
+                    linkage = memo[1]
+                elif not entries and opik_spans is not None and not opik_spans.get():
+                    linkage = None
+                else:
+                    linkage = context_linkage(context, opik_spans, self._from_baggage)
+                if linkage is None:
+                    if self._mint_root_ids and is_local_root(context):
                         set_linkage_attributes(span, self._root_attributes(span, context))
                         self._root_started(span)
-                return
+                    return
+                trace_id, parent_span_id, project = linkage
+            # All three are canonical now: remembered, so that this span's children
+            # skip checking them.
             start_ns = span.start_time
-            attributes = {
-                OPIK_TRACE_ID: linkage.trace_id,
-                OPIK_SPAN_ID: self._ids.new_id(start_ns // 1_000_000 if start_ns else None),
-            }
-            if linkage.parent_span_id is not None:
-                attributes[OPIK_PARENT_SPAN_ID] = linkage.parent_span_id
-            if linkage.project_name is not None:
-                attributes[PROJECT_NAME] = linkage.project_name
-            set_linkage_attributes(span, attributes)
+            span_id = self._new_id(start_ns // 1_000_000 if start_ns else None)
+            new = {OPIK_TRACE_ID: trace_id, OPIK_SPAN_ID: span_id}
+            known = self._known_ids
+            if len(known) > _MAX_KNOWN_IDS - 3:
+                known.clear()  # enough to bound it: the next children check their ids again
+            known.add(trace_id)
+            known.add(span_id)
+            if parent_span_id is not None:
+                new[OPIK_PARENT_SPAN_ID] = parent_span_id
+                known.add(parent_span_id)
+            if project is not None:
+                new[PROJECT_NAME] = project
+            set_linkage_attributes(span, new)
         except Exception:  # a telemetry hook must never break the traced code
             LOGGER.warning("Could not apply Opik linkage to a span.", exc_info=True)
+
+    def _baggage_linkage(self, entries: Mapping[str, Any]) -> Optional[Linkage]:
+        """:func:`baggage_linkage`, reused while spans start in the same baggage.
+
+        The baggage API never changes a mapping it has put in a context (setting an
+        entry makes a new one), and a request's spans all share its mapping. Only a
+        valid linkage is kept, so bad baggage is warned about as before.
+        """
+        memo = self._baggage_memo
+        if memo[0] is entries:
+            return memo[1]
+        linkage = baggage_linkage(entries)
+        if linkage is not None:
+            self._baggage_memo = (entries, linkage)
+        return linkage
 
     def _root_attributes(self, span: Span, context: Context) -> Dict[str, Any]:
         """Opik ids of a new trace rooted at ``span``, with its project and the

@@ -63,6 +63,32 @@ def test_generate_id_ids_sort_by_time():
     assert generate_id(1_000) < generate_id(1_001) < generate_id(2_000_000_000_000)
 
 
+# IdGenerator formats a millisecond's timestamp groups once: interleaving timestamps
+# (threads, or spans given explicit start times) must never reuse another one's groups.
+@given(st.lists(st.one_of(st.none(), st.integers(0, 0xFFFF_FFFF_FFFF)), min_size=1, max_size=20))
+def test_id_generator_embeds_each_given_timestamp(timestamps):
+    from opik_otel.ids import IdGenerator
+
+    generator = IdGenerator()
+    for timestamp_ms in timestamps:
+        before = time.time_ns() // 1_000_000
+        value = generator.new_id(timestamp_ms)
+        assert_canonical_v7(value)
+        embedded = uuid.UUID(value).int >> 80
+        if timestamp_ms is None:
+            assert before <= embedded <= time.time_ns() // 1_000_000
+        else:
+            assert embedded == timestamp_ms
+
+
+def test_id_generator_ids_are_unique_within_a_millisecond():
+    from opik_otel.ids import IdGenerator
+
+    generator = IdGenerator()
+    ids = [generator.new_id(1_700_000_000_000) for _ in range(5000)]
+    assert len(set(ids)) == len(ids)
+
+
 @given(st.integers(0, 0xFFFF_FFFF_FFFF), st.integers(0, (1 << 74) - 1))
 def test_uuid_v7_int_and_format_uuid(timestamp_ms, random_bits):
     value = format_uuid(uuid_v7_int(timestamp_ms, random_bits))
