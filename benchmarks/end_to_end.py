@@ -116,6 +116,15 @@ def delivered(base: str) -> int:
         return int(response.read())
 
 
+def one_trace(tracer: Any, index: int) -> None:
+    """A root with two children, a few attributes each: what the application does."""
+    with tracer.start_as_current_span("request", attributes={"http.method": "GET", "input.value": "question " * 20}):
+        with tracer.start_as_current_span("retrieve", attributes={"k": index, "documents": 3}):
+            pass
+        with tracer.start_as_current_span("generate", attributes={"output.value": "answer " * 40, "gen_ai.usage.input_tokens": 120}):
+            pass
+
+
 def one_round(make: Pipeline, base: str, traces: int, spool: str) -> Tuple[float, float]:
     """Wall and CPU seconds per span, from the first span to everything delivered."""
     # A spool directory of its own, as one application has: no claiming of the
@@ -125,11 +134,7 @@ def one_round(make: Pipeline, base: str, traces: int, spool: str) -> Tuple[float
     before = delivered(base)
     wall, cpu = time.perf_counter(), time.process_time()
     for index in range(traces):
-        with tracer.start_as_current_span("request", attributes={"http.method": "GET", "input.value": "question " * 20}):
-            with tracer.start_as_current_span("retrieve", attributes={"k": index, "documents": 3}):
-                pass
-            with tracer.start_as_current_span("generate", attributes={"output.value": "answer " * 40, "gen_ai.usage.input_tokens": 120}):
-                pass
+        one_trace(tracer, index)
     provider.force_flush(60_000)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     stop()
