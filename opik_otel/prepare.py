@@ -113,8 +113,6 @@ class BatchPreparer:
         projects: List[Optional[str]] = []
         checked: Dict[Any, Optional[str]] = {}
         canonical_ids = self._canonical_ids
-        if len(canonical_ids) >= _MEMO_LIMIT:
-            canonical_ids.clear()
         masker = self._masker if self._masker is not None and self._masker.active else None
         anonymizers = registered_anonymizers() if masker is not None else []
         rewrites_values = masker is not None and masker.rewrites_values(anonymizers)
@@ -146,6 +144,8 @@ class BatchPreparer:
                     value = attributes[key]
                     # The spans of a trace repeat its id and their parents' ids.
                     if (type(value) is not str or value not in canonical_ids) and id_fix(key, value, changes):
+                        if len(canonical_ids) >= _MEMO_LIMIT:
+                            canonical_ids.clear()
                         canonical_ids[value] = None
             project = None
             if PROJECT_NAME in attributes:
