@@ -1,14 +1,19 @@
-"""CPU instructions per span, end to end: ``configure()`` against the stock OTel SDK pipeline.
+"""CPU instructions per span: end to end (``end_to_end.py``'s pipelines) and at span start
+(``processor_overhead.py``'s scenarios), counted by valgrind instead of timed.
 
-Run: ``python benchmarks/instruction_counts.py [--traces N]`` (needs ``valgrind``)
+Run: ``python benchmarks/instruction_counts.py [--traces N] [--spans N]`` (needs ``valgrind``)
 
 Timed benchmarks on a shared VM swing by tens of percent from run to run; instructions
-counted by valgrind's callgrind do not. Each pipeline of ``end_to_end.py`` runs the same
-3-span traces in a child process under callgrind, once with no trace and once with
-``--traces``, both ending with a flush that has delivered everything to a local sink; the
-difference, divided by the spans, is what one span costs all threads of the process
-(the application's span creation plus the export, garbage collection included).
-Kernel work (file and socket I/O) is not counted.
+counted by valgrind's callgrind do not. Each case runs in a child process under
+callgrind twice, once doing nothing and once doing the work; the difference, divided by
+the spans, is what one span costs all threads of the process, garbage collection
+included. Kernel work (file and socket I/O) is not counted.
+
+- end to end: ``--traces`` 3-span traces through each pipeline, ending with a flush that
+  has delivered everything to a local sink (the application's span creation plus the
+  export);
+- span start: ``--spans`` spans of each scenario on each provider (the application's
+  thread only).
 """
 
 import argparse
@@ -19,9 +24,11 @@ import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List, Tuple
 
-CHILD = r"""
+BENCHMARKS = Path(__file__).parent
+
+END_TO_END = r"""
 import logging, os, subprocess, sys, tempfile
 logging.disable(logging.WARNING)
 sys.path.insert(0, {benchmarks!r})
@@ -41,14 +48,32 @@ sink.kill()
 os._exit(0)
 """
 
+SPAN_START = r"""
+import logging, os, sys
+logging.disable(logging.WARNING)
+sys.path.insert(0, {benchmarks!r})
+import processor_overhead
 
-def instructions(name: str, traces: int) -> int:
-    """Instructions callgrind counts for the child process running ``traces`` traces."""
-    with tempfile.NamedTemporaryFile("w", suffix=".py") as script:
-        script.write(CHILD.format(benchmarks=str(Path(__file__).parent)))
-        script.flush()
+config, scenario, spans = sys.argv[1], sys.argv[2], int(sys.argv[3])
+tracer = processor_overhead.providers()[config]
+run = processor_overhead.SCENARIOS[scenario]
+for count in (300, spans):  # the first round: first-call caches
+    produced = 0
+    while produced < count:
+        produced += run(tracer)
+os._exit(0)
+"""
+
+Case = Tuple[str, ...]
+
+
+def instructions(script: str, arguments: Case) -> int:
+    """Instructions callgrind counts for ``script`` run with ``arguments``."""
+    with tempfile.NamedTemporaryFile("w", suffix=".py") as file:
+        file.write(script.format(benchmarks=str(BENCHMARKS)))
+        file.flush()
         result = subprocess.run(
-            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, script.name, name, str(traces)],
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, file.name, *arguments],
             capture_output=True,
             text=True,
             check=True,
@@ -59,26 +84,42 @@ def instructions(name: str, traces: int) -> int:
     return int(found.group(1))
 
 
+def per_span(script: str, cases: List[Case], work: str, spans: int) -> Dict[Case, float]:
+    """Instructions per span of each case: run with ``work`` units, less run with none."""
+    jobs = [(case, amount) for case in cases for amount in ("0", work)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        counts = list(pool.map(lambda job: instructions(script, (*job[0], job[1])), jobs))
+    return {case: (counts[2 * index + 1] - counts[2 * index]) / spans for index, case in enumerate(cases)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--traces", type=int, default=600, help="3-span traces per measured run")
+    parser.add_argument("--traces", type=int, default=600, help="3-span traces per end-to-end run")
+    parser.add_argument("--spans", type=int, default=3000, help="spans per span-start run")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (e.g. apt-get install valgrind)")
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(BENCHMARKS))
     from end_to_end import pipelines
+    from processor_overhead import SCENARIOS, providers
 
+    print(f"python {sys.version.split()[0]}, instructions counted by callgrind")
     names = list(pipelines())
-    jobs = [(name, traces) for name in names for traces in (0, args.traces)]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        counts = dict(zip(jobs, pool.map(lambda job: instructions(*job), jobs)))
-    per_span: Dict[str, float] = {
-        name: (counts[(name, args.traces)] - counts[(name, 0)]) / (args.traces * 3) for name in names
-    }
-    print(f"python {sys.version.split()[0]}, {args.traces * 3} spans per pipeline, instructions counted by callgrind")
+    pipeline_counts = per_span(END_TO_END, [(name,) for name in names], str(args.traces), args.traces * 3)
+    print(f"\nend to end, {args.traces * 3} spans per pipeline")
     print(f"{'pipeline':<16} {'instructions/span':>18} {'vs SDK':>8}")
     for name in names:
-        print(f"{name:<16} {per_span[name]:>18,.0f} {per_span[name] / per_span['SDK']:>7.2f}x")
+        count = pipeline_counts[(name,)]
+        print(f"{name:<16} {count:>18,.0f} {count / pipeline_counts[('SDK',)]:>7.2f}x")
+
+    configs = list(providers())
+    cases = [(config, scenario) for scenario in SCENARIOS for config in configs]
+    start_counts = per_span(SPAN_START, cases, str(args.spans), args.spans)
+    print(f"\nspan start, {args.spans} spans per scenario and provider")
+    print(f"{'scenario':<10} {'config':<10} {'instructions/span':>18} {'vs bare':>9}")
+    for config, scenario in cases:
+        count = start_counts[(config, scenario)]
+        print(f"{scenario:<10} {config:<10} {count:>18,.0f} {count / start_counts[('bare', scenario)] - 1:>+9.1%}")
 
 
 if __name__ == "__main__":
