@@ -8,7 +8,6 @@ Opik SDK's ``@track(opik_distributed_trace_headers=...)``. Everything is exporte
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,24 +16,11 @@ import pytest
 
 from opik_otel.attributes import MINTED_TRACE
 
+from helpers import app_env
+
 SERVICES = Path(__file__).parent / "services"
 PROJECT = "otel-first-chain"
 TRACES_PATH = "/api/v1/private/traces/batch"
-
-
-def service_env(opik, tmp_path, name):
-    env = {key: value for key, value in os.environ.items() if not key.startswith("OPIK_")}
-    home = tmp_path / f"home-{name}"
-    home.mkdir(exist_ok=True)
-    env.update(
-        OPIK_URL_OVERRIDE=opik.url,
-        OPIK_PROJECT_NAME=PROJECT,
-        OPIK_WORKSPACE="default",
-        HOME=str(home),  # no developer ~/.opik.config
-        OTEL_FIRST_SPOOL_DIR=str(tmp_path / f"spool-{name}"),
-        PYTHONUNBUFFERED="1",
-    )
-    return env
 
 
 @pytest.fixture
@@ -44,7 +30,7 @@ def start_server(opik, tmp_path):
     def start(script):
         process = subprocess.Popen(
             [sys.executable, str(SERVICES / script)],
-            env=service_env(opik, tmp_path, "server"),
+            env=app_env(opik, tmp_path, "server", project=PROJECT),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -69,7 +55,7 @@ def start_server(opik, tmp_path):
 def run_client(opik, tmp_path, server_url):
     result = subprocess.run(
         [sys.executable, str(SERVICES / "otel_first_client.py"), server_url],
-        env=service_env(opik, tmp_path, "client"),
+        env=app_env(opik, tmp_path, "client", project=PROJECT),
         capture_output=True,
         text=True,
         timeout=60,
