@@ -1,9 +1,13 @@
 """Small checks shared by several test modules."""
 
+import contextlib
+import json
 import os
+import subprocess
 import sys
 import uuid
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
@@ -46,6 +50,28 @@ def app_env(opik: Any, tmp_path: Any, name: str, project: str = SERVICE_PROJECT)
         PYTHONUNBUFFERED="1",
     )
     return env
+
+
+@contextlib.contextmanager
+def running_service(script: Path, env: dict) -> Iterator[str]:
+    """A service script started with ``env``: yields its ``/work`` URL once it printed
+    its port as JSON; stopped with SIGTERM on exit (killed if it hangs)."""
+    process = subprocess.Popen(
+        [sys.executable, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        line = process.stdout.readline()
+        if not line:
+            process.kill()
+            raise AssertionError(f"{script.name} did not start: {process.stderr.read()}")
+        yield f"http://127.0.0.1:{json.loads(line)['port']}/work"
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _otel_sdk_version() -> tuple:

@@ -7,6 +7,7 @@ Opik SDK's ``@track(opik_distributed_trace_headers=...)``. Everything is exporte
 ``LocalOpik`` started here.
 """
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 
 from opik_otel.attributes import MINTED_TRACE
 
-from helpers import app_env
+from helpers import app_env, running_service
 
 SERVICES = Path(__file__).parent / "services"
 PROJECT = "otel-first-chain"
@@ -25,31 +26,14 @@ TRACES_PATH = "/api/v1/private/traces/batch"
 
 @pytest.fixture
 def start_server(opik, tmp_path):
-    started = []
+    with contextlib.ExitStack() as services:
 
-    def start(script):
-        process = subprocess.Popen(
-            [sys.executable, str(SERVICES / script)],
-            env=app_env(opik, tmp_path, "server", project=PROJECT),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        started.append(process)
-        line = process.stdout.readline()
-        if not line:
-            process.kill()
-            pytest.fail(f"{script} did not start: {process.stderr.read()}")
-        return f"http://127.0.0.1:{json.loads(line)['port']}/work"
+        def start(script):
+            return services.enter_context(
+                running_service(SERVICES / script, app_env(opik, tmp_path, "server", project=PROJECT))
+            )
 
-    yield start
-    for process in started:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        yield start
 
 
 def run_client(opik, tmp_path, server_url):

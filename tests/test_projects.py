@@ -7,8 +7,6 @@ rows and spans by project, so a span sent to the wrong project is an orphan here
 """
 
 import json
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +16,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from helpers import SERVICE_PROJECT, app_env
+from helpers import SERVICE_PROJECT, app_env, running_service
 from opik_otel import OpikSpanProcessor, attach_to_parent, get_distributed_trace_headers
 from opik_otel.attributes import PROJECT_NAME
 from opik_otel.projects import first_of_joined_project, group_by_project, usable_project_name
@@ -88,17 +86,8 @@ def test_track_without_a_project_uses_the_configured_project_on_both_sides(opik,
 def test_opik_otel_chain_keeps_the_callers_project(opik, tmp_path):
     """Client in project 'client-project', server configured for 'server-project': the
     server's spans join the client's trace, so they go to the client's project."""
-    server = subprocess.Popen(
-        [sys.executable, str(SERVICES / "otel_first_server.py")],
-        env=app_env(opik, tmp_path, "server", project="server-project"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = server.stdout.readline()
-        assert line, server.stderr.read()
-        url = f"http://127.0.0.1:{json.loads(line)['port']}/work"
+    server_env = app_env(opik, tmp_path, "server", project="server-project")
+    with running_service(SERVICES / "otel_first_server.py", server_env) as url:
         completed = subprocess.run(
             [sys.executable, str(SERVICES / "otel_first_client.py"), url],
             env=app_env(opik, tmp_path, "client", project="client-project"),
@@ -107,9 +96,6 @@ def test_opik_otel_chain_keeps_the_callers_project(opik, tmp_path):
             timeout=120,
         )
         assert completed.returncode == 0, completed.stderr
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
     report = json.loads(completed.stdout.strip().splitlines()[-1])
     assert report["headers"]["opik_project_name"] == "client-project"
     trace_id = report["trace_id"]

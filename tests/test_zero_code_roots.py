@@ -7,16 +7,14 @@ Opik trace, writes its row and sends Opik's headers, so the SDK service joins it
 trace, no orphans. Served by wsgiref and by gunicorn (forked worker).
 """
 
-import json
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import requests
 
-from helpers import SERVICE_PROJECT, app_env
+from helpers import SERVICE_PROJECT, app_env, running_service
 from test_multi_service import GUNICORN, GUNICORN_PORT_LINE, INSTRUMENT, PORT_LINE, Service
 
 SERVICES = Path(__file__).parent / "services"
@@ -27,20 +25,8 @@ pytestmark = pytest.mark.skipif(not INSTRUMENT.exists(), reason="opentelemetry-i
 @pytest.fixture
 def sdk_service(opik, tmp_path):
     pytest.importorskip("opik")
-    process = subprocess.Popen(
-        [sys.executable, str(SERVICES / "otel_first_opik_sdk_server.py")],
-        env=app_env(opik, tmp_path, "sdk"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = process.stdout.readline()
-        assert line, process.stderr.read()
-        yield f"http://127.0.0.1:{json.loads(line)['port']}/work"
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(30)
+    with running_service(SERVICES / "otel_first_opik_sdk_server.py", app_env(opik, tmp_path, "sdk")) as url:
+        yield url
 
 
 @pytest.mark.parametrize("server", ["wsgiref", "gunicorn"])
