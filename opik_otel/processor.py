@@ -69,12 +69,14 @@ def minted_root_attributes(span: Span, ids: IdGenerator, project_name: Optional[
 
 
 def set_linkage_attributes(span: Span, attributes: Dict[str, Any]) -> None:
-    """Set Opik id attributes on a span that is starting.
+    """Set Opik id attributes on a span from ``SpanProcessor.on_start``.
 
     ``Span.set_attributes`` re-validates every value and costs as much as a third of
     a bare span's whole life; these values are canonical id strings (and one bool), so when the
     span's attribute store is the SDK's own and has room within its limits they go
-    straight into it under the span's lock. Anything else takes the public path.
+    straight into it. No lock: until ``start_span`` returns, no other code holds the
+    span, so nothing can end it or write to it concurrently. Anything else takes the
+    public path.
     """
     store = getattr(span, "_attributes", None)
     if (
@@ -82,11 +84,10 @@ def set_linkage_attributes(span: Span, attributes: Dict[str, Any]) -> None:
         and not store._immutable
         and (store.maxlen is None or len(store._dict) + len(attributes) <= store.maxlen)
         and (store.max_value_len is None or store.max_value_len >= _CANONICAL_ID_LENGTH)
+        and span._end_time is None
     ):
-        with span._lock:
-            if span._end_time is None:
-                store._dict.update(attributes)
-                return
+        store._dict.update(attributes)
+        return
     span.set_attributes(attributes)
 
 
@@ -176,6 +177,7 @@ class OpikSpanProcessor(SpanProcessor):
             parent = context.get(_SPAN_KEY)
             trace_id: Any = None
             parent_span_id: Any = None
+            checked = False  # whether trace_id and parent_span_id are known ids already
             if parent is not None:
                 store = getattr(parent, "_attributes", None)
                 if type(store) is BoundedAttributes:
@@ -194,6 +196,7 @@ class OpikSpanProcessor(SpanProcessor):
                             project = attributes.get(PROJECT_NAME)
                             if type(project) is not str:
                                 project = None
+                            checked = True
                         else:
                             linkage = parent_span_linkage(attributes)
                             if linkage is None:
@@ -218,6 +221,7 @@ class OpikSpanProcessor(SpanProcessor):
                     linkage = context_linkage(context, opik_spans, self._from_baggage)
                 elif entries is not None and entries is memo[0]:
                     linkage = memo[1]
+                    checked = True
                 elif not entries and opik_spans is not None and not opik_spans.get():
                     linkage = None
                 else:
@@ -228,21 +232,25 @@ class OpikSpanProcessor(SpanProcessor):
                         self._root_started(span)
                     return
                 trace_id, parent_span_id, project = linkage
-            # All three are canonical now: remembered, so that this span's children
-            # skip checking them.
-            start_ns = span.start_time
+            start_ns = span._start_time
             span_id = self._new_id(start_ns // 1_000_000 if start_ns else None)
             new = {OPIK_TRACE_ID: trace_id, OPIK_SPAN_ID: span_id}
+            if parent_span_id is not None:
+                new[OPIK_PARENT_SPAN_ID] = parent_span_id
+            if project is not None:
+                new[PROJECT_NAME] = project
+            # All three ids are canonical now: remembered, so that this span's children
+            # skip checking them. Ids taken from a memo were added when first checked;
+            # if the memo was emptied since, the next children simply check them again.
             known = self._known_ids
             if len(known) > _MAX_KNOWN_IDS - 3:
                 known.clear()  # enough to bound it: the next children check their ids again
-            known.add(trace_id)
+                checked = False
             known.add(span_id)
-            if parent_span_id is not None:
-                new[OPIK_PARENT_SPAN_ID] = parent_span_id
-                known.add(parent_span_id)
-            if project is not None:
-                new[PROJECT_NAME] = project
+            if not checked:
+                known.add(trace_id)
+                if parent_span_id is not None:
+                    known.add(parent_span_id)
             set_linkage_attributes(span, new)
         except Exception:  # a telemetry hook must never break the traced code
             LOGGER.warning("Could not apply Opik linkage to a span.", exc_info=True)
