@@ -60,11 +60,11 @@ class IdGenerator:
     """Mints Opik ids on the span-start path, cheaper than :func:`generate_id`.
 
     Each millisecond gets a fresh random 26-bit middle (``rand_a`` and the top of
-    ``rand_b``) and a 48-bit counter starting at a random value, as RFC 9562 (section
-    6.2) allows: an id is one counter step and one format instead of several random
-    draws, and ids minted in one millisecond sort in minting order. Two generators
-    collide only by drawing the same middle *and* overlapping counter ranges in the
-    same millisecond, as unlikely as 74 random bits.
+    ``rand_b``) and a 48-bit counter starting at a random value below 2**47, as RFC
+    9562 (section 6.2) allows: an id is one counter step and one format instead of
+    several random draws, and ids minted in one millisecond sort in minting order. Two
+    generators collide only by drawing the same middle *and* overlapping counter
+    ranges in the same millisecond, about as unlikely as 73 random bits.
 
     The randomness is a private ``random.Random`` seeded from the operating system:
     unaffected by ``random.seed()`` anywhere in the application, and reseeded (with a
@@ -96,8 +96,8 @@ class IdGenerator:
         if state[0] != timestamp_ms:
             # Interleaved timestamps (threads, explicit start times) each start afresh.
             middle = ((self._bits(32) & _MIDDLE_RANDOM) | _MIDDLE_FIXED).to_bytes(4, "big").hex("-", 2)
-            state = self._millisecond = (timestamp_ms, f"{_v7_head(timestamp_ms)}{middle}-", count(self._bits(48)))
-        return "%s%012x" % (state[1], next(state[2]) & 0xFFFF_FFFF_FFFF)
+            state = self._millisecond = (timestamp_ms, f"{_v7_head(timestamp_ms)}{middle}-", count(self._bits(47)))
+        return "%s%012x" % (state[1], next(state[2]))
 
 
 def _v7_head(timestamp_ms: int) -> str:

@@ -81,12 +81,23 @@ def test_id_generator_embeds_each_given_timestamp(timestamps):
             assert embedded == timestamp_ms
 
 
-def test_id_generator_ids_are_unique_within_a_millisecond():
+def test_id_generator_ids_are_unique_and_in_minting_order_within_a_millisecond():
     from opik_otel.ids import IdGenerator
 
     generator = IdGenerator()
     ids = [generator.new_id(1_700_000_000_000) for _ in range(5000)]
     assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    for value in ids:
+        assert_canonical_v7(value)
+
+
+def test_id_generators_draw_a_new_middle_for_each_millisecond():
+    from opik_otel.ids import IdGenerator
+
+    generator = IdGenerator()
+    middles = {generator.new_id(timestamp_ms)[14:24] for timestamp_ms in range(200)}
+    assert len(middles) > 190  # 26 random bits each: a few repeats at most
 
 
 @given(st.integers(0, 0xFFFF_FFFF_FFFF), st.integers(0, (1 << 74) - 1))
