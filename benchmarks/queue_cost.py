@@ -20,12 +20,10 @@ for ``sdk``).
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 
 MEASURE = r"""
 import json, statistics, sys, tempfile, time

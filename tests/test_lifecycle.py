@@ -7,12 +7,10 @@ earlier one left.
 """
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from typing import Dict
 

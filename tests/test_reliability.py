@@ -13,7 +13,6 @@ import os
 import re
 import socket
 import ssl
-import stat
 import subprocess
 import sys
 import textwrap
@@ -24,13 +23,11 @@ from pathlib import Path
 from typing import Dict, List, Sequence
 
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from opik_otel import ConfigurationError, OpikExporter, OpikSpanProcessor, configure
-from opik_otel.attributes import OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
 from opik_otel.batching import OpikBatchSpanProcessor
 from opik_otel.retry import RetryPolicy
 from opik_otel.testing import LocalOpik

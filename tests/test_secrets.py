@@ -17,10 +17,8 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from opik_otel import (
     ConfigurationError,
-    OpikBatchSpanProcessor,
     OpikConfig,
     OpikExporter,
-    OpikSpanProcessor,
     RetryPolicy,
     configure,
     resolve_config,
