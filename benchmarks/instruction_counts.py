@@ -31,15 +31,20 @@ from typing import Dict, List, Tuple
 
 BENCHMARKS = Path(__file__).parent
 
-END_TO_END = r"""
-import logging, os, subprocess, sys, tempfile
+# What every measured script starts with.
+PRELUDE = r"""
+import itertools, logging, sys, time
+import opentelemetry.sdk.trace
 logging.disable(logging.WARNING)
 # Under callgrind everything runs ~50x slower, so caches kept per millisecond (the
 # timestamp groups of minted ids) would miss on every span; the SDK's span clock
 # instead advances 12.5 us per reading, about what it does at native speed.
-import itertools, time, opentelemetry.sdk.trace
 opentelemetry.sdk.trace.time_ns = itertools.count(time.time_ns(), 12_500).__next__
 sys.path.insert(0, {benchmarks!r})
+"""
+
+END_TO_END = r"""
+import os, subprocess, tempfile
 import end_to_end
 
 name, traces = sys.argv[1], int(sys.argv[2])
@@ -57,14 +62,7 @@ os._exit(0)
 """
 
 SPAN_START = r"""
-import logging, os, sys
-logging.disable(logging.WARNING)
-# Under callgrind everything runs ~50x slower, so caches kept per millisecond (the
-# timestamp groups of minted ids) would miss on every span; the SDK's span clock
-# instead advances 12.5 us per reading, about what it does at native speed.
-import itertools, time, opentelemetry.sdk.trace
-opentelemetry.sdk.trace.time_ns = itertools.count(time.time_ns(), 12_500).__next__
-sys.path.insert(0, {benchmarks!r})
+import os
 import processor_overhead
 
 config, scenario, spans = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -83,7 +81,7 @@ Case = Tuple[str, ...]
 def instructions(script: str, arguments: Case) -> int:
     """Instructions callgrind counts for ``script`` run with ``arguments``."""
     with tempfile.NamedTemporaryFile("w", suffix=".py") as file:
-        file.write(script.format(benchmarks=str(BENCHMARKS)))
+        file.write(PRELUDE.format(benchmarks=str(BENCHMARKS)) + script)
         file.flush()
         result = subprocess.run(
             ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, file.name, *arguments],
