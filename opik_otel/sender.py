@@ -67,7 +67,9 @@ class Sender:
         self._failures = 0
         self._hold_until = 0.0  # Retry-After
         self.settled = 0  # records removed or quarantined by this sender
-        self.setup_refusals = 0  # answers saying the set-up is wrong (401, 404, 3xx...)
+        self._requests_begun = 0
+        # The number of the latest request answered "the set-up is wrong" (401, 404, 3xx...).
+        self._setup_refused_request = 0
 
     # --- called by the exporter -------------------------------------------------
 
@@ -82,7 +84,8 @@ class Sender:
         caller (``requests_quarantined``)."""
         with self._lock:
             target = self.settled + len(self._queue)
-            setup_refusals = self.setup_refusals
+            # A refusal of a request sent before this flush may predate a fix of the set-up.
+            begun = self._requests_begun
             self._failures = 0  # someone is waiting: try again now, not after the backoff
         self._start()
         self._wake.set()
@@ -91,7 +94,7 @@ class Sender:
                 remaining = deadline - time.monotonic()
                 # A refusal of the set-up (credentials, URL) will not change before the
                 # timeout: no point waiting for it.
-                if remaining <= 0 or self._thread is None or self.setup_refusals != setup_refusals:
+                if remaining <= 0 or self._thread is None or self._setup_refused_request > begun:
                     return False
                 self._lock.wait(min(remaining, 0.1))
             return True
@@ -229,6 +232,9 @@ class Sender:
             if smaller is not None:
                 work.extendleft(reversed(smaller))
                 continue
+            with self._lock:
+                self._requests_begun += 1
+                request = self._requests_begun
             answer = self._post(url, piece.body, headers)
             verdict = classify(answer, RETRYABLE_STATUS)
             if verdict == DELIVERED:
@@ -243,7 +249,7 @@ class Sender:
             elif _waits_for_setup(answer):
                 self._on_failure(record.kind, url, answer)
                 with self._lock:
-                    self.setup_refusals += 1
+                    self._setup_refused_request = request
                     self._lock.notify_all()
                 return SETUP, answer, None
             elif verdict == RETRY:

@@ -46,6 +46,7 @@ class Hostile(ThreadingHTTPServer):
         self.sizes: List[int] = []
         self.lock = threading.Lock()
         self.stop = threading.Event()
+        self.arrived = threading.Event()  # a request came in
         self.random = random.Random(settings.get("seed", 7))
         threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
@@ -75,6 +76,10 @@ class _Handler(BaseHTTPRequestHandler):
             server.attempts += 1
             server.sizes.append(len(body))
         mode = server.mode
+        server.arrived.set()
+        gate = server.settings.get("answer_gate")
+        if gate is not None:
+            gate.wait(30)
         if mode == "hang":
             server.stop.wait(60)
             return
@@ -234,6 +239,21 @@ def test_a_login_redirect_or_page_is_not_delivery(hostile, exporters, caplog, mo
     server.mode = "ok"
     assert exporter.force_flush(5000) is True
     assert server.delivered == ["kept"]
+
+
+def test_a_refusal_of_a_request_sent_before_the_flush_does_not_end_it(hostile, exporters):
+    # The set-up was fixed while a request was in flight: that request's refusal says
+    # nothing about the fixed set-up, so the flush waits for the next try.
+    answer_now = threading.Event()
+    server = hostile("html", answer_gate=answer_now)
+    exporter = exporters(server.url)
+    assert exporter.export(spans_named(["kept"])) is SUCCESS
+    assert server.arrived.wait(5)
+    server.mode = "ok"
+    threading.Timer(0.3, answer_now.set).start()
+    assert exporter.force_flush(5000) is True
+    assert server.delivered == ["kept"]
+    assert server.attempts == 2
 
 
 def test_a_server_refusing_every_size_costs_a_bounded_number_of_requests(hostile, exporters, caplog):
