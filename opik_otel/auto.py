@@ -35,10 +35,10 @@ from opentelemetry.sdk._configuration import _OTelSDKConfigurator
 from opentelemetry.sdk.trace import TracerProvider
 
 from ._logging import get_logger
-from .config import ConfigurationError
 from .exporter import OpikExporter
 from .flushing import add_delivery_flush
 from .processor import OpikSpanProcessor
+from .zero_code_exporter import opik_exporter_behind
 
 LOGGER = get_logger(__name__)
 
@@ -64,8 +64,9 @@ def find_opik_exporter(provider: Any) -> Optional[OpikExporter]:
         exporter = getattr(processor, "span_exporter", None)
         if exporter is None:
             exporter = getattr(getattr(processor, "_batch_processor", None), "_exporter", None)
-        if isinstance(exporter, OpikExporter):
-            return exporter
+        found = opik_exporter_behind(exporter)
+        if found is not None:
+            return found
     return None
 
 
@@ -137,10 +138,6 @@ def pre_instrument() -> None:
                 OpikConfigurator().configure(  # type: ignore[no-untyped-call]
                     auto_instrumentation_version=_auto_instrumentation_version()
                 )
-            except ConfigurationError as exc:
-                # A setting the user must fix (no Opik URL, Opik Cloud without a key): one
-                # line saying what to do; a traceback would only bury it.
-                LOGGER.warning("Spans are not exported to Opik: %s", exc)
             except Exception:
                 # It may have failed after setting the provider (an exporter that
                 # cannot start): the processor still goes on whatever provider is there.

@@ -69,7 +69,7 @@ def add_delivery_flush(provider: Any = None) -> int:
     Returns how many were added; never raises."""
     from opentelemetry import trace
 
-    from .exporter import OpikExporter
+    from .zero_code_exporter import opik_exporter_behind
 
     try:
         if provider is None:
@@ -78,8 +78,8 @@ def add_delivery_flush(provider: Any = None) -> int:
         waiting = {id(p.exporter) for p in processors if isinstance(p, DeliveryFlushProcessor)}
         added = 0
         for processor in processors:
-            exporter = getattr(getattr(processor, "_batch_processor", None), "_exporter", None)
-            if isinstance(exporter, OpikExporter) and id(exporter) not in waiting:
+            exporter = opik_exporter_behind(getattr(getattr(processor, "_batch_processor", None), "_exporter", None))
+            if exporter is not None and id(exporter) not in waiting:
                 provider.add_span_processor(DeliveryFlushProcessor(exporter))
                 waiting.add(id(exporter))
                 added += 1

@@ -8,6 +8,7 @@ the SDK. The app reports what it saw on a ``ZERO_CODE_RESULT`` line.
 """
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -18,12 +19,14 @@ from pathlib import Path
 import pytest
 import requests
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.trace import ProxyTracerProvider
 
 from helpers import entry_points
-from opik_otel import OpikSpanProcessor, generate_id
+from opik_otel import OpikExporter, OpikSpanProcessor, generate_id
 from opik_otel.auto import OpikConfigurator, has_opik_span_processor, pre_instrument, register_span_processor
 from opik_otel.testing import LocalOpik
+from opik_otel.zero_code_exporter import ZeroCodeOpikExporter, opik_exporter_behind
 
 APP = Path(__file__).parent / "services" / "zero_code_app.py"
 TRACEPARENT_SPAN_ID = "b7ad6b7169203331"  # the parent span id in the app's traceparent
@@ -292,18 +295,31 @@ def test_pre_instrument_adds_the_processor_to_a_configured_provider(monkeypatch)
     assert has_opik_span_processor(provider)
 
 
-@needs_instrument
-def test_without_an_opik_url_one_actionable_line_and_the_app_still_runs(tmp_path):
-    env = base_env(tmp_path, OTEL_TRACES_EXPORTER="opik", **NO_DISTRO)
-    completed = subprocess.run(
-        [INSTRUMENT, sys.executable, "-c", "print('app ran')"],
-        env=env, capture_output=True, text=True, timeout=120,
-    )
-    assert completed.returncode == 0
-    assert completed.stdout == "app ran\n"
-    (line,) = completed.stderr.splitlines()
+def assert_actionable_no_api_key_line(line):
     assert line.startswith("Spans are not exported to Opik: No Opik API key is configured")
     assert "OPIK_URL_OVERRIDE" in line and "OPIK_API_KEY" in line
+
+
+@needs_instrument
+@pytest.mark.parametrize("configurator", ["none", "fake distro", "opentelemetry-distro"])
+def test_without_an_opik_api_key_the_app_is_still_instrumented(tmp_path, configurator):
+    """The SDK's configurator builds the exporter of OTEL_TRACES_EXPORTER itself; an
+    exception there would leave every library uninstrumented and every exporter off."""
+    if configurator == "opentelemetry-distro" and not _has_module("opentelemetry.distro"):
+        pytest.skip("opentelemetry-distro is not installed")
+    env = base_env(tmp_path, OTEL_TRACES_EXPORTER="opik,console")
+    if configurator == "none":
+        env.update(NO_DISTRO)
+    elif configurator == "fake distro":
+        env.update(NO_DISTRO, PYTHONPATH=str(fake_distribution(tmp_path / "site")), OTEL_PYTHON_CONFIGURATOR="fake")
+    trace_id, parent = generate_id(), generate_id()
+    result, stderr = run_app(env, trace_id, parent)
+    # Besides the notices of opentelemetry-instrument and of the stand-in distro, one line.
+    notices = ("FAKE_CONFIGURATOR_RAN", "Configuration of configurator not loaded")
+    (line,) = [line for line in stderr.splitlines() if not line.startswith(notices)]
+    assert_actionable_no_api_key_line(line)
+    assert_registered(result)
+    assert_linked(result, trace_id, parent)
 
 
 def test_pre_instrument_never_raises(monkeypatch, caplog):
@@ -335,3 +351,37 @@ def test_pre_instrument_registers_the_processor_even_when_an_exporter_fails(monk
     pre_instrument()
     assert has_opik_span_processor(provider)
     assert any("Could not configure the OpenTelemetry SDK" in r.getMessage() for r in caplog.records)
+
+
+def test_the_traces_exporter_entry_point_is_the_zero_code_exporter():
+    (entry_point,) = entry_points(group="opentelemetry_traces_exporter", name="opik")
+    assert entry_point.load() is ZeroCodeOpikExporter
+
+
+@pytest.mark.usefixtures("isolated_opik_settings")
+def test_zero_code_exporter_without_usable_settings_warns_once_and_exports_nothing(caplog):
+    with caplog.at_level(logging.WARNING, logger="opik_otel"):
+        exporter = ZeroCodeOpikExporter()  # Opik Cloud by default, and no API key
+    (record,) = caplog.records
+    assert_actionable_no_api_key_line(record.getMessage())
+    assert record.exc_info is None
+    assert exporter.opik_exporter is None
+    assert exporter.export([]) is SpanExportResult.FAILURE
+    assert exporter.force_flush(100) is False
+    exporter.shutdown()
+    assert opik_exporter_behind(exporter) is None
+
+
+@pytest.mark.usefixtures("isolated_opik_settings")
+def test_zero_code_exporter_with_usable_settings_is_an_opik_exporter(tmp_path):
+    with LocalOpik() as opik:
+        exporter = ZeroCodeOpikExporter(url=opik.url, spool_directory=tmp_path / "queue")
+        inner = opik_exporter_behind(exporter)
+        assert isinstance(inner, OpikExporter) and inner is exporter.opik_exporter
+        provider = TracerProvider(shutdown_on_exit=False)
+        provider.add_span_processor(OpikSpanProcessor(exporter=inner))
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        provider.get_tracer("zero-code").start_span("root").end()
+        assert exporter.force_flush(10_000) is True
+        assert [span.name for span in opik.spans()] == ["root"]
+        exporter.shutdown()
