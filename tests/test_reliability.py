@@ -242,16 +242,18 @@ def test_requests_refused_for_good_are_quarantined_and_logged_once(opik, exporte
 )
 def test_setup_refusals_keep_the_data_and_say_what_to_fix_once(opik, exporters, caplog, status, advice):
     exporter = exporters(opik.url)
-    opik.fail_next(1, status=status)
+    opik.fail_next(1_000_000, status=status)
     with caplog.at_level(logging.WARNING, logger="opik_otel"):
         assert exporter.export(build_spans(2, minted=False)) is SUCCESS
         started = time.monotonic()
-        assert exporter.force_flush(10_000) is False  # at once: waiting would not fix it
+        assert exporter.force_flush(10_000) is False  # soon: waiting would not fix it
         assert time.monotonic() - started < 2
     logged = records_of(caplog, "opik_otel.exporter", advice)
     assert len(logged) == 1 and logged[0].levelno == logging.ERROR
     assert exporter.stats["queue_records"] == 1  # the set-up is wrong, not the data
-    # Once the server takes it (the key fixed, the proxy repaired) it is delivered.
+    # Once the server takes it (the key fixed, the proxy repaired) it is delivered; a
+    # refusal of a request already on its way then does not end the flush.
+    opik.fail_next(0)
     assert exporter.force_flush(10_000) is True
     assert len(opik.spans()) == 2
 
