@@ -15,7 +15,8 @@ Client side, pass the current trace on::
 from .attributes import OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
 from .auto import register_span_processor
 from .batching import OpikBatchSpanProcessor
-from .config import ConfigurationError, OpikConfig, resolve_config
+from .config import OpikConfig, resolve_config
+from .errors import ConfigurationError
 from .distributed_trace import (
     attach_to_parent,
     context_with_opik_baggage,

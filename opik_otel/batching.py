@@ -34,7 +34,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.sdk.trace.export import SpanExporter
 
 from ._logging import get_logger
-from .config import ConfigurationError
+from .errors import ConfigurationError
 
 LOGGER = get_logger(__name__)
 

@@ -21,6 +21,8 @@ from typing import Dict, Mapping, Optional, Tuple
 
 from opik_otel._logging import get_logger
 from opik_otel.config_file import read_config_section
+from opik_otel.errors import ConfigurationError
+from opik_otel.http_values import redact_url, validate_header_value
 
 LOGGER = get_logger(__name__)
 
@@ -53,7 +55,6 @@ _EXPECTED_URL_HINT = (
 )
 _API_KEY_URL_DELIMITER = "*"
 
-_SECRET_HEADER_MARKERS = ("authorization", "cookie", "key", "token", "secret", "password", "auth")
 _CREDENTIALS_HINT = (
     "Credentials in the URL would be sent to every host it redirects to and shown wherever the URL "
     "is; remove them. Set OPIK_API_KEY (or api_key=...) for Opik's key; a proxy that needs other "
@@ -62,10 +63,6 @@ _CREDENTIALS_HINT = (
 
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on", "y", "t"})
 _FALSE_WORDS = frozenset({"0", "false", "no", "off", "n", "f", ""})
-
-
-class ConfigurationError(ValueError):
-    """The Opik settings cannot work; the message says what is wrong and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -88,10 +85,10 @@ class OpikConfig:
         url = _validate_url(self.url, source="url")
         # Frozen dataclass: normalising the one field that needs it goes through object.
         object.__setattr__(self, "url", url)
-        _validate_header_value(self.workspace, setting="workspace", secret=False)
-        _validate_header_value(self.project_name, setting="project_name", secret=False)
+        validate_header_value(self.workspace, setting="workspace", secret=False)
+        validate_header_value(self.project_name, setting="project_name", secret=False)
         if self.api_key is not None:
-            _validate_header_value(self.api_key, setting="api_key", secret=True)
+            validate_header_value(self.api_key, setting="api_key", secret=True)
         # A disabled exporter sends nothing, so a missing key must not break CI runs
         # that turn tracking off.
         if self.is_cloud and self.api_key is None and not self.track_disable:
@@ -168,7 +165,7 @@ def resolve_config(
 
     key, key_source = pick(api_key, "api_key", ENV_API_KEY, "api_key")
     if key is not None:
-        _validate_header_value(key, setting=key_source, secret=True)
+        validate_header_value(key, setting=key_source, secret=True)
     url_value, url_source = pick(url, "url", ENV_URL, "url_override")
     if url_value is None and key is not None:
         url_value, url_source = _url_from_api_key(key), "the URL embedded in the API key"
@@ -180,9 +177,9 @@ def resolve_config(
     # Validate with the source named so the message points at the setting to fix.
     valid_url = _validate_url(url_value, source=url_source)
     if workspace_value is not None:
-        _validate_header_value(workspace_value, setting=workspace_source, secret=False)
+        validate_header_value(workspace_value, setting=workspace_source, secret=False)
     if project_value is not None:
-        _validate_header_value(project_value, setting=project_source, secret=False)
+        validate_header_value(project_value, setting=project_source, secret=False)
 
     track_disable = _resolve_track_disable(env.get(ENV_TRACK_DISABLE), file_values.get("track_disable"))
     if key is None and not track_disable and _is_cloud_host(urllib.parse.urlsplit(valid_url).hostname):
@@ -375,56 +372,3 @@ def _reject_endpoint_path(url: str, parts: urllib.parse.SplitResult, source: str
             f"The Opik URL {redact_url(url)!r} from {source} is an OTLP endpoint, not the Opik API base. "
             f"{_EXPECTED_URL_HINT}."
         )
-
-
-def redact_url(url: str) -> str:
-    """``url`` without ``user:password@``, query string or fragment, fit for messages.
-
-    Query strings are dropped as a whole because tokens are sometimes passed there.
-    Text that does not parse as a URL loses everything up to an ``@``.
-    """
-    try:
-        parts = urllib.parse.urlsplit(url)
-        return urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
-    except ValueError:
-        return url.rpartition("@")[2]
-
-
-def is_secret_header(name: str) -> bool:
-    """Whether a header named ``name`` carries a secret (its value is never shown,
-    logged or written to disk)."""
-    lowered = name.lower()
-    return any(marker in lowered for marker in _SECRET_HEADER_MARKERS)
-
-
-def _validate_header_value(value: object, *, setting: str, secret: bool) -> None:
-    """Refuse values that would corrupt an HTTP header or crash the HTTP client.
-
-    CR/LF would let a value inject extra headers; other control characters and
-    characters outside Latin-1 make ``http.client`` refuse or crash on every request.
-    Secret values are described, never quoted.
-    """
-    shown = "" if secret else f" ({value!r})"
-    setting = setting[:1].upper() + setting[1:]
-    if not isinstance(value, str):
-        raise ConfigurationError(f"{setting} must be a string, got {type(value).__name__}.")
-    if not value:
-        raise ConfigurationError(f"{setting} is empty; leave it unset to use the default or give a value.")
-    if value != value.strip():
-        raise ConfigurationError(f"{setting}{shown} has leading or trailing whitespace; remove it.")
-    for position, ch in enumerate(value):
-        if ch in "\r\n":
-            raise ConfigurationError(
-                f"{setting}{shown} contains a line break at position {position}, which is not allowed in an "
-                f"HTTP header (it could inject extra headers); remove it."
-            )
-        if not ch.isprintable():
-            raise ConfigurationError(
-                f"{setting}{shown} contains a control or non-printable character (U+{ord(ch):04X}) at "
-                f"position {position}, which cannot be sent in an HTTP header; remove it."
-            )
-        if ord(ch) > 0xFF:
-            raise ConfigurationError(
-                f"{setting}{shown} contains the character U+{ord(ch):04X} at position {position}, which cannot "
-                f"be sent in an HTTP header (only Latin-1 is allowed); use a name without it."
-            )

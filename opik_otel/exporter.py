@@ -31,7 +31,8 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ._logging import get_logger
 from .batching import if_alive
-from .config import ConfigurationError, OpikConfig, resolve_config
+from .config import OpikConfig, resolve_config
+from .errors import ConfigurationError
 from .encoding import encode_span_batch, encode_trace_rows, gzip_compress
 from .flushing import add_delivery_flush, flush_timeout_of_caller
 from .options import (
@@ -55,7 +56,7 @@ from .root_writer import OpenRootWriter
 from .queue import DeliveryQueue, Record, open_queue
 from .queue.records import is_header_value, without_credentials
 from .reporting import Reporter
-from .config import redact_url
+from .http_values import redact_url
 from .retry import RetryPolicy
 from .sender import Sender
 from .shrinking import fit

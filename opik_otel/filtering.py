@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional, Union
 from opentelemetry.sdk.trace import ReadableSpan
 
 from ._logging import get_logger
-from .config import ConfigurationError
+from .errors import ConfigurationError
 from .linkage import span_attributes
 
 LOGGER = get_logger(__name__)

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import Link
 
 from ._logging import get_logger
-from .config import ConfigurationError
+from .errors import ConfigurationError
 from .repairs import repaired_text
 from .linkage import may_hold_items
 from .trace_rows import OUTPUT_PREFIXES, THREAD_ID_ATTRIBUTES

@@ -7,7 +7,8 @@ import re
 from typing import Any, Dict, List, Mapping, Optional, Union
 from urllib.parse import urlsplit
 
-from .config import ConfigurationError, _validate_header_value, is_secret_header, redact_url
+from .errors import ConfigurationError
+from .http_values import is_secret_header, redact_url, validate_header_value
 from .retry import RetryPolicy
 from .repairs import is_sendable_text
 
@@ -122,7 +123,7 @@ def validated_headers(headers: Any) -> Dict[str, str]:
             )
         if name.lower() in _RESERVED_HEADERS:
             raise ConfigurationError(f"Header {name!r} is set by the exporter itself and cannot be given in headers=.")
-        _validate_header_value(value, setting=f"the value of header {name!r}", secret=is_secret_header(name))
+        validate_header_value(value, setting=f"the value of header {name!r}", secret=is_secret_header(name))
         result[name] = value
     return result
 

@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Any, Dict, Optional, Tuple
 
 from ._logging import DEFAULT_INTERVAL_SECONDS, RATE_LIMIT_KEY, get_logger
-from .config import redact_url
+from .http_values import redact_url
 from .payloads import SPANS
 from .retry import describe_failure
 from .transport import Answer

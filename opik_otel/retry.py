@@ -14,7 +14,7 @@ from datetime import timezone
 from typing import Optional
 import requests
 
-from .config import redact_url
+from .http_values import redact_url
 
 # Opik itself does not rate-limit the OTLP endpoint, but proxies and load balancers in front of it
 # answer 429/503 and gateways 502/504 (contract §1), so all of them are worth another try.

@@ -19,7 +19,7 @@ from opentelemetry.trace.span import TraceState
 from opentelemetry.util.types import Attributes
 
 from .attributes import SAMPLED_OUT
-from .config import ConfigurationError
+from .errors import ConfigurationError
 from .linkage import resolve_linkage, span_attributes
 
 _BOUND = 1 << 64

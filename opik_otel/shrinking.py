@@ -16,7 +16,7 @@ from .encoding import gzip_compress
 from .payloads import Payload
 from .queue import Record
 from .reporting import Reporter
-from .config import redact_url
+from .http_values import redact_url
 
 # A server answering 413 to a request this small refuses every size: splitting further
 # would cost a request per span for nothing.

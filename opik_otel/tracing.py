@@ -14,7 +14,7 @@ from .batching import (
     OpikBatchSpanProcessor,
     validate_batching_options,
 )
-from .config import ConfigurationError
+from .errors import ConfigurationError
 from .exporter import OpikExporter
 from .filtering import SpanFilter, validated_span_filter
 from .processor import OpikSpanProcessor

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ._logging import get_logger
-from .config import ConfigurationError
+from .errors import ConfigurationError
 from .exporter import OpikExporter
 
 LOGGER = get_logger(__name__)

@@ -12,13 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from opik_otel._logging import reset_rate_limits
-from opik_otel.config import (
-    DEFAULT_CLOUD_URL,
-    ConfigurationError,
-    OpikConfig,
-    redact_url,
-    resolve_config,
-)
+from opik_otel import ConfigurationError
+from opik_otel.config import DEFAULT_CLOUD_URL, OpikConfig, resolve_config
+from opik_otel.http_values import redact_url
 
 SECRET = "sk-SECRET-zq9Xv7Wl3Km"
 LOCAL = "http://localhost:5173/api"

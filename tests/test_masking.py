@@ -10,7 +10,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.trace import Link
 
-from opik_otel.config import ConfigurationError
+from opik_otel import ConfigurationError
 from opik_otel.exporter import OpikExporter
 from opik_otel.masking import MASK_FAILED, REDACTED
 

@@ -4,7 +4,7 @@ only for kept traces, requests linked from upstream always kept."""
 import pytest
 
 from opik_otel import attach_to_parent, configure, generate_id
-from opik_otel.config import ConfigurationError
+from opik_otel import ConfigurationError
 from opik_otel.sampling import is_sampled, sampling_bound
 
 

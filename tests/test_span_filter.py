@@ -15,7 +15,7 @@ from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from werkzeug.serving import make_server
 
 from opik_otel import OpikPropagator, OpikSpanProcessor, attach_to_parent, generate_id, get_distributed_trace_headers
-from opik_otel.config import ConfigurationError
+from opik_otel import ConfigurationError
 
 
 class _FakeLlmApi(BaseHTTPRequestHandler):
