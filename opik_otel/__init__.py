@@ -16,7 +16,6 @@ from .attributes import OPIK_PARENT_SPAN_ID, OPIK_SPAN_ID, OPIK_TRACE_ID
 from .auto import register_span_processor
 from .batching import OpikBatchSpanProcessor
 from .config import OpikConfig, resolve_config
-from .errors import ConfigurationError
 from .distributed_trace import (
     attach_to_parent,
     context_with_opik_baggage,
@@ -24,6 +23,7 @@ from .distributed_trace import (
     get_distributed_trace_headers,
     get_opik_trace_id,
 )
+from .errors import ConfigurationError
 from .exporter import OpikExporter
 from .flushing import add_delivery_flush
 from .ids import generate_id, is_valid_uuid_v7

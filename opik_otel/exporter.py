@@ -16,15 +16,14 @@ The export path is a few stages, each in its own module; this one only wires the
    with retries, ``Retry-After``, splitting on 413 and quarantine of what Opik can
    never take.
 
-Records hold no secret: the API key and custom headers are added at send time, as
-configured then. Re-sending is harmless: Opik upserts by id.
+Records hold no secret: :mod:`~opik_otel.routing` adds the API key and custom headers
+at send time, as configured then. Re-sending is harmless: Opik upserts by id.
 """
 
-import hashlib
 import os
 import time
 import weakref
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
@@ -32,9 +31,10 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from ._logging import get_logger
 from .batching import if_alive
 from .config import OpikConfig, resolve_config
+from .encoding import encode_span_batch, encode_trace_rows
 from .errors import ConfigurationError
-from .encoding import encode_span_batch, encode_trace_rows, gzip_compress
 from .flushing import add_delivery_flush, flush_timeout_of_caller
+from .http_values import redact_url
 from .options import (
     integer,
     path_setting,
@@ -53,11 +53,10 @@ from .payloads import SPANS, TRACES, Payload
 from .prepare import BatchPreparer, PreparedBatch, TraceOptions
 from .projects import group_by_project
 from .root_writer import OpenRootWriter
-from .queue import DeliveryQueue, Record, open_queue
-from .queue.records import is_header_value, without_credentials
+from .queue import DeliveryQueue, open_queue
 from .reporting import Reporter
-from .http_values import redact_url
 from .retry import RetryPolicy
+from .routing import Destinations
 from .sender import Sender
 from .shrinking import fit
 from .transport import Transport
@@ -171,11 +170,15 @@ class OpikExporter(SpanExporter):
         self._spool_max_bytes = integer("spool_max_bytes", spool_max_bytes, minimum=1)
         self._verify = validated_verify(verify)
         self._policy = validated_policy("retry_policy", retry_policy, DEFAULT_RETRY_POLICY)
-        self._compression = compression
-        self._extra_headers = validated_headers(headers)
-        self._via_collector = otlp_endpoint is not None
-        span_endpoint = validated_endpoint(otlp_endpoint) if otlp_endpoint is not None else self._config.otlp_traces_endpoint
-        self._endpoints = {SPANS: span_endpoint, TRACES: self._config.traces_batch_endpoint}
+        via_collector = otlp_endpoint is not None
+        self._destinations = Destinations(
+            self._config,
+            validated_endpoint(otlp_endpoint) if otlp_endpoint is not None else self._config.otlp_traces_endpoint,
+            via_collector=via_collector,
+            extra_headers=validated_headers(headers),
+            gzip_spans=compression == "gzip",
+        )
+        self._via_collector = via_collector
         if spool_directory is not None and not isinstance(spool_directory, bool):
             spool_directory = path_setting("spool_directory", spool_directory)
         # With OPIK_TRACK_DISABLE nothing is stored or sent, not even what earlier runs left.
@@ -194,7 +197,7 @@ class OpikExporter(SpanExporter):
         gets its own (the parent's records stay the parent's to send)."""
         self._report = Reporter(self._via_collector)
         self._queue: DeliveryQueue = open_queue(
-            self._spool_setting, destination_key=self._destination_key(), max_bytes=self._spool_max_bytes
+            self._spool_setting, destination_key=self._destinations.queue_key(), max_bytes=self._spool_max_bytes
         )
         self._transport = Transport(self._verify)
         self._losses_seen = 0
@@ -203,7 +206,7 @@ class OpikExporter(SpanExporter):
         self._sender = Sender(
             self._queue,
             self._transport,
-            self._route,
+            self._destinations.route,
             policy=self._policy,
             timeout=self._timeout,
             reporter=self._report,
@@ -213,7 +216,7 @@ class OpikExporter(SpanExporter):
     def __repr__(self) -> str:
         return (
             f"OpikExporter(url={redact_url(self._config.url)!r}, workspace={self._config.workspace!r}, "
-            f"project_name={self._config.project_name!r}, endpoint={redact_url(self._endpoints[SPANS])!r})"
+            f"project_name={self._config.project_name!r}, endpoint={redact_url(self._destinations.span_endpoint)!r})"
         )
 
     @property
@@ -367,48 +370,8 @@ class OpikExporter(SpanExporter):
         stored = True
         for piece in fitted.pieces:
             count = items if len(fitted.pieces) == 1 else piece.item_count()
-            if not self._queue.append(self._record(payload.kind, piece.body, count, project)):
+            if not self._queue.append(self._destinations.record(payload.kind, piece.body, count, project)):
                 self._report.count("requests_lost")
                 stored = False
         self._sender.notify()
         return stored
-
-    def _record(self, kind: str, body: bytes, items: int, project: Optional[str] = None) -> Record:
-        gzipped = kind == SPANS and self._compression == "gzip"
-        return Record(
-            kind=kind,
-            body=gzip_compress(body) if gzipped else body,
-            destination=without_credentials(self._endpoints[kind]),
-            project=project or self._config.project_name,
-            workspace=self._config.workspace,
-            content_type="application/x-protobuf" if kind == SPANS else "application/json",
-            content_encoding="gzip" if gzipped else None,
-            items=items,
-        )
-
-    def _route(self, record: Record) -> Tuple[str, Dict[str, str]]:
-        """Where and with which headers to send ``record``: routing as stored,
-        credentials and custom headers as configured now."""
-        configured = self._endpoints.get(record.kind)
-        if configured is None:
-            raise ValueError(f"unknown kind {record.kind!r}")
-        url = configured if without_credentials(configured) == record.destination else record.destination
-        headers: Dict[str, str] = {"Comet-Workspace": record.workspace, "Content-Type": record.content_type}
-        if record.project is not None:
-            headers["projectName"] = record.project
-        if record.content_encoding is not None:
-            headers["Content-Encoding"] = record.content_encoding
-        if self._config.api_key is not None and not (record.kind == SPANS and self._via_collector):
-            # A Collector adds Opik's credentials itself; the key stays in this process.
-            headers["Authorization"] = self._config.api_key
-        if record.kind == SPANS:
-            headers.update(self._extra_headers)
-        for name, value in headers.items():
-            if not is_header_value(value):
-                raise ValueError(f"the {name} header value cannot be sent")
-        return url, headers
-
-    def _destination_key(self) -> str:
-        """Records of different destinations never share a directory."""
-        destination = "|".join([self._endpoints[SPANS], self._endpoints[TRACES], self._config.workspace])
-        return hashlib.sha256(destination.encode("utf-8")).hexdigest()[:16]

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Deque, List, Optional
 
 from .encoding import gzip_compress
+from .http_values import redact_url
 from .payloads import Payload
 from .queue import Record
 from .reporting import Reporter
-from .http_values import redact_url
 
 # A server answering 413 to a request this small refuses every size: splitting further
 # would cost a request per span for nothing.
