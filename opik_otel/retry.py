@@ -1,7 +1,7 @@
 """When and how long to wait before sending a failed batch to Opik again, and what to tell the user.
 
 Everything here is pure: no I/O, no sleeping, no module state. The exporter decides what to do with
-the answers (sleep, spool, split, drop).
+the answers (wait, keep queued, split, set aside).
 """
 
 import email.utils
@@ -21,7 +21,7 @@ from .http_values import redact_url
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 # A server asking for more than this is treated as asking for this: an exporter thread must not be
-# parked for an hour on a proxy's say-so while the spool can hold the data meanwhile.
+# parked for an hour on a proxy's say-so while the queue can hold the data meanwhile.
 MAX_RETRY_AFTER_SECONDS = 300.0
 
 # Longest exception text quoted in a failure message; requests' messages can be very long.
@@ -103,7 +103,7 @@ class RetryPolicy:
         A server's ``retry_after`` (already parsed, see :func:`parse_retry_after`) wins over the
         computed backoff, is used without jitter (the server chose the moment) but is capped at
         ``max_backoff``: a caller that prefers to honour a longer wait should compare the hint with
-        ``max_backoff`` itself and spool the batch instead of sleeping.
+        ``max_backoff`` itself and leave the batch queued instead of sleeping.
 
         Jitter only ever shortens the wait, so ``max_backoff`` is a hard bound and clients that hit
         the cap at the same time still spread out.
@@ -147,17 +147,17 @@ def _describe_exception(error: BaseException, url: str) -> str:
     if isinstance(error, requests.exceptions.SSLError):
         return (
             f"TLS with Opik at {url} failed ({detail}); check the certificate setup, or use "
-            "http:// for a local Opik without TLS. Spans are kept in the spool and retried."
+            "http:// for a local Opik without TLS. The data stays queued and is retried."
         )
     if isinstance(error, (requests.exceptions.ConnectionError, ConnectionError)):
         return (
             f"Opik is unreachable at {url} ({detail}); check that Opik is running and the URL "
-            "is right. Spans are kept in the spool and retried."
+            "is right. The data stays queued and is retried."
         )
     if isinstance(error, (requests.exceptions.Timeout, TimeoutError)):
         return (
             f"Opik did not answer in time at {url} ({detail}). "
-            "Spans are kept in the spool and retried."
+            "The data stays queued and is retried."
         )
     if isinstance(
         error,
@@ -208,7 +208,7 @@ def _describe_status(status: int, url: str) -> str:
         extra = " (it may also mean Opik could not parse the body)" if status == 500 else ""
         return (
             f"Opik at {url} answered HTTP {status}, usually temporary{extra}. "
-            "The batch will be retried and kept in the spool meanwhile."
+            "The data stays queued and is retried."
         )
     if 300 <= status < 400:
         return (

@@ -262,7 +262,7 @@ def test_force_flush_and_shutdown_return_even_when_opik_is_down(opik, pipelines)
     with opik.down():
         with tracer.start_as_current_span("while-down"):
             pass
-        assert tracing.force_flush(timeout_millis=200) is False  # kept in the spool, not lost
+        assert tracing.force_flush(timeout_millis=200) is False  # kept queued, not lost
         assert tracing.shutdown() is None
     assert time.monotonic() - started < 5
     assert tracing.shutdown() is None  # idempotent

@@ -193,12 +193,12 @@ def test_other_statuses_have_a_message(status):
     assert str(status) in message and CLOUD in message
 
 
-def test_connection_error_says_unreachable_and_spooled():
+def test_connection_error_says_unreachable_and_still_queued():
     error = requests.exceptions.ConnectionError("Failed to establish a new connection")
     message = describe_failure(None, error, "http://localhost:5173/api")
     assert "unreachable" in message
     assert "http://localhost:5173/api" in message
-    assert "spool" in message
+    assert "stays queued" in message
     assert "ConnectionError" in message
 
 
