@@ -601,7 +601,12 @@ def test_forked_children_each_export_their_own_spans_exactly_once(opik, pipeline
             code = 1
             try:
                 _emit(tracer, f"fork{k}", 15)
-                code = 0 if tracing.force_flush(10_000) else 3
+                if tracing.force_flush(10_000):
+                    code = 0
+                else:  # what the child saw, for the parent's failure report
+                    sys.stderr.write(f"fork{k} flush failed: {tracing.exporter.stats}\n")
+                    sys.stderr.flush()  # os._exit() flushes nothing
+                    code = 3
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
@@ -615,9 +620,10 @@ def test_forked_children_each_export_their_own_spans_exactly_once(opik, pipeline
     assert tracing.force_flush(10_000) is True
 
     assert opik.wait_for_spans(len(expected), timeout=10)
+    refused = [(r.path, r.status, r.error) for r in opik.requests if r.status >= 300]
     assert sorted(s.name for s in opik.spans()) == sorted(expected)  # each exactly once
     assert opik.stats["duplicate_span_ids"] == 0
-    assert len(opik.traces()) == len(expected)
+    assert len(opik.traces()) == len(expected), (refused, opik.warnings, tracing.exporter.stats)
     assert not opik.orphans()
 
 
