@@ -65,6 +65,10 @@ PROGRAM = textwrap.dedent(
             time.sleep(0.01)
         print(json.dumps({"delivered": delivered, "stats": queue.stats()}))
         queue.close()
+    elif mode == "tidy-forever":
+        print("tidying", flush=True)
+        while True:
+            queue.claim_abandoned()  # also removes staging directories of dead creators
     elif mode == "fork-orphan":
         for n in range(3):
             queue.append(record("%s-%d" % (prefix, n)))
@@ -177,6 +181,22 @@ def record(body):
         content_encoding=None,
         items=1,
     )
+
+
+def test_processes_tidying_the_directory_never_break_another_ones_first_append(run):
+    # A claim pass removes the half-built directories of processes that died while
+    # creating theirs; a live creator's must never look like one (it lost the first
+    # record of a fresh process: a forked child's trace rows).
+    tidiers = [run("tidy-forever", f"tidier{k}") for k in range(2)]
+    for tidier in tidiers:
+        assert tidier.stdout.readline().strip() == "tidying"
+    failed = 0
+    for n in range(1000):
+        queue = open_queue(run.spool, destination_key="k", max_bytes=1 << 30)
+        failed += not queue.append(record(b"first-%d" % n))
+        queue.close()
+    assert failed == 0
+    assert all(tidier.poll() is None for tidier in tidiers)
 
 
 def test_fork_while_a_thread_appends(tmp_path):

@@ -23,6 +23,7 @@ except ImportError:  # pragma: no cover - Windows: open_queue uses memory there
     fcntl = None  # type: ignore[assignment]
 
 LOCK_NAME = ".lock"
+_NEW_LOCK_NAME = ".lock.new"  # the lock file until it is locked
 STAGING_PREFIX = ".new-"
 TMP_PREFIX = ".tmp-"
 is_process_dir_name = re.compile(r"p\d+-[0-9a-f]+").fullmatch
@@ -57,17 +58,20 @@ def create_process_dir(root: PrivateDirectory, pid: int) -> HeldDir:
     """A new, locked directory for this process; raises ``OSError`` or ``UnsafeDirectory``.
 
     Built under a staging name and renamed, so that every visible process directory
-    already has a lock file, held by its owner from the first moment.
+    already has a lock file, held by its owner from the first moment. The lock file too
+    is locked under another name and renamed: another process tidying up staging
+    directories of dead processes must never find it unlocked.
     """
     name = f"p{pid}-{secrets.token_hex(4)}"
     staging = STAGING_PREFIX + name
     dir_fd = lock_fd = -1
     try:
         dir_fd = open_private_level(root.fd, staging, os.path.join(root.path, staging))
-        lock_fd = os.open(LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_EXCL | NOFOLLOW | CLOEXEC, 0o600, dir_fd=dir_fd)
+        lock_fd = os.open(_NEW_LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_EXCL | NOFOLLOW | CLOEXEC, 0o600, dir_fd=dir_fd)
         os.fchmod(lock_fd, 0o600)
         if not try_lock(lock_fd):
             raise OSError("could not lock a directory it just created")
+        os.rename(_NEW_LOCK_NAME, LOCK_NAME, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         os.rename(staging, name, src_dir_fd=root.fd, dst_dir_fd=root.fd)
     except BaseException:
         close_quietly(lock_fd)
