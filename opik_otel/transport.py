@@ -104,6 +104,7 @@ class Transport:
                 headers=dict(headers),
                 timeout=max(0.001, seconds),
                 verify=self._verify,
+                auth=_headers_as_given,
                 allow_redirects=False,
                 stream=True,
             )
@@ -129,6 +130,14 @@ class Transport:
             self._session.close()
         except Exception:  # closing is best effort
             pass
+
+
+def _headers_as_given(request: requests.PreparedRequest) -> requests.PreparedRequest:
+    """An auth hook that adds nothing. Without one, requests reads ``~/.netrc`` on every
+    request and replaces the API key's ``Authorization`` header with Basic credentials
+    found there for the host. It would also import ``netrc`` at the first request, and a
+    child forked while a parent thread held that import's lock could wait on it forever."""
+    return request
 
 
 def _read_answer(response: requests.Response, deadline: float) -> bytes:

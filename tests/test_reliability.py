@@ -272,6 +272,19 @@ def test_real_401_says_to_check_the_api_key_once(exporters, caplog):
         assert server.spans() == []
 
 
+def test_a_netrc_entry_for_the_opik_host_does_not_replace_the_api_key(exporters, tmp_path, monkeypatch):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1\nlogin someone\npassword for-another-tool\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with LocalOpik(api_key="right-key") as server:
+        exporter = exporters(server.url, api_key="right-key")
+        assert exporter.export(build_spans(2, minted=False)) is SUCCESS
+        assert exporter.force_flush(5000) is True
+        assert [r.status for r in server.requests] == [200]
+
+
 def test_real_404_says_to_check_the_url(opik, exporters, caplog):
     exporter = exporters(opik.url + "/nope")
     with caplog.at_level(logging.WARNING, logger="opik_otel"):
