@@ -677,6 +677,39 @@ def test_forked_children_spool_separately_and_nothing_is_lost(opik, pipelines):
     assert not opik.orphans()
 
 
+FIRST_EXPORT = textwrap.dedent(
+    """
+    import sys
+    from opentelemetry.sdk.trace import TracerProvider
+    from opik_otel import configure
+    from opik_otel.testing import LocalOpik
+
+    with LocalOpik() as opik:
+        provider = TracerProvider(shutdown_on_exit=False)
+        tracing = configure(url=opik.url, tracer_provider=provider, spool_directory=sys.argv[1])
+        tracer = provider.get_tracer("first")
+        before = set(sys.modules)
+        with tracer.start_as_current_span("root"):
+            with tracer.start_as_current_span("child"):
+                pass
+        assert tracing.force_flush(10_000)
+        print(sorted(set(sys.modules) - before))
+        tracing.shutdown(1000)
+    """
+)
+
+
+def test_the_first_export_imports_no_module(tmp_path):
+    # A child forked while a parent thread was importing a module waits on that import
+    # for ever; the export threads must not import anything late (requests' netrc did).
+    completed = subprocess.run(
+        [sys.executable, "-c", FIRST_EXPORT, str(tmp_path / "queue")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "[]"
+
+
 def test_processor_queue_is_not_inherited_by_a_forked_child():
     blocking = BlockingExporter()
     processor = OpikBatchSpanProcessor(blocking, schedule_delay_millis=60_000)
