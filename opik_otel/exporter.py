@@ -170,15 +170,13 @@ class OpikExporter(SpanExporter):
         self._spool_max_bytes = integer("spool_max_bytes", spool_max_bytes, minimum=1)
         self._verify = validated_verify(verify)
         self._policy = validated_policy("retry_policy", retry_policy, DEFAULT_RETRY_POLICY)
-        via_collector = otlp_endpoint is not None
         self._destinations = Destinations(
             self._config,
             validated_endpoint(otlp_endpoint) if otlp_endpoint is not None else self._config.otlp_traces_endpoint,
-            via_collector=via_collector,
+            via_collector=otlp_endpoint is not None,
             extra_headers=validated_headers(headers),
             gzip_spans=compression == "gzip",
         )
-        self._via_collector = via_collector
         if spool_directory is not None and not isinstance(spool_directory, bool):
             spool_directory = path_setting("spool_directory", spool_directory)
         # With OPIK_TRACK_DISABLE nothing is stored or sent, not even what earlier runs left.
@@ -195,7 +193,7 @@ class OpikExporter(SpanExporter):
     def _start_process_state(self) -> None:
         """The queue, HTTP client and sender thread of this process; a forked child
         gets its own (the parent's records stay the parent's to send)."""
-        self._report = Reporter(self._via_collector)
+        self._report = Reporter(self._destinations.via_collector)
         self._queue: DeliveryQueue = open_queue(
             self._spool_setting, destination_key=self._destinations.queue_key(), max_bytes=self._spool_max_bytes
         )

@@ -37,7 +37,7 @@ class Destinations:
     ) -> None:
         self._config = config
         self._endpoints = {SPANS: span_endpoint, TRACES: config.traces_batch_endpoint}
-        self._via_collector = via_collector
+        self.via_collector = via_collector
         self._extra_headers = dict(extra_headers)
         self._gzip_spans = gzip_spans
 
@@ -78,7 +78,7 @@ class Destinations:
             headers["projectName"] = record.project
         if record.content_encoding is not None:
             headers["Content-Encoding"] = record.content_encoding
-        if self._config.api_key is not None and not (record.kind == SPANS and self._via_collector):
+        if self._config.api_key is not None and not (record.kind == SPANS and self.via_collector):
             # A Collector adds Opik's credentials itself; the key stays in this process.
             headers["Authorization"] = self._config.api_key
         if record.kind == SPANS:
